@@ -1,0 +1,296 @@
+"""The host client: the SWUpdate service over any pyserial port or URL."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import serial
+
+from ..core import envelope as env
+from ..core.framing import (
+    AbortFrame,
+    AckFrame,
+    DataFrame,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    JsonFrame,
+    ReadyFrame,
+    encode_frame,
+)
+from ..core.transfer import Sender, TransferStats
+from .errors import DeviceError, LinkError, LinkTimeout, UartUpdateError
+from .image import Image, open_image
+
+# emu:// opens an emulated device inside this process (uartupdate/emulator/protocol_emu.py).
+if "uartupdate.emulator" not in serial.protocol_handler_packages:
+    serial.protocol_handler_packages.append("uartupdate.emulator")
+
+DEFAULT_SRC = "uartupdate"
+LIST_SECTIONS = "/v1/SWUpdate.ListSections"
+UPDATE = "/v1/SWUpdate.Update"
+
+Progress = Callable[[int, int], None]
+
+
+def open_port(url: str, baud: int = 115200) -> serial.SerialBase:
+    """Open a device path (/dev/ttyUSB0, COM3, a PTY) or a pyserial URL (socket://, rfc2217://, emu://)."""
+    try:
+        port = serial.serial_for_url(url, baudrate=baud, timeout=0.02, write_timeout=10, exclusive=True)
+    except ValueError as exc:
+        raise LinkError(f"cannot open {url}: {exc}") from None
+    except serial.SerialException as exc:
+        cause = exc.__cause__ or exc.__context__
+        code = getattr(exc, "errno", None) or getattr(cause, "errno", None)
+        if code == errno.ENOENT:
+            raise LinkError(f"cannot open {url}: no such port") from None
+        if code in (errno.EACCES, errno.EPERM):
+            raise LinkError(f"cannot open {url}: permission denied (is your user in the dialout group?)") from None
+        if code in (errno.EBUSY, errno.EAGAIN):
+            raise LinkError(f"cannot open {url}: the port is busy (another program has it open)") from None
+        raise LinkError(f"cannot open {url}: {exc}") from None
+    return port
+
+
+@dataclass
+class UpdateResult:
+    section: str
+    size: int
+    seconds: float
+    resumed_from: int
+    wire_bytes_out: int
+    wire_bytes_in: int
+    stats: TransferStats = field(default_factory=TransferStats)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "section": self.section,
+            "size": self.size,
+            "seconds": round(self.seconds, 3),
+            "resumed_from": self.resumed_from,
+            "wire_bytes_out": self.wire_bytes_out,
+            "wire_bytes_in": self.wire_bytes_in,
+            "resent_bytes": self.stats.resent_bytes,
+            "naks": self.stats.naks,
+            "timeouts": self.stats.timeouts,
+        }
+
+
+class Client:
+    """One device on one port. Not thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        port: str | serial.SerialBase,
+        *,
+        baud: int = 115200,
+        timeout: float = 5.0,
+        retries: int = 2,
+        src: str = DEFAULT_SRC,
+        dst: str | None = None,
+    ) -> None:
+        self.port = open_port(port, baud) if isinstance(port, str) else port
+        self.name = port if isinstance(port, str) else str(getattr(port, "port", port))
+        self.timeout = timeout
+        self.retries = retries
+        self.src = src
+        self.dst = dst
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self._decoder = FrameDecoder(max_frame=1 << 20)
+        self._inbox: list[Frame] = []
+        self._ids = itertools.count(int(time.time() * 1000) % 1_000_000 + 1)
+
+    def close(self) -> None:
+        self.port.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ link
+
+    def _write(self, *frames: Frame) -> None:
+        data = b"".join(encode_frame(f) for f in frames)
+        try:
+            self.port.write(data)
+        except serial.SerialTimeoutException:
+            raise LinkTimeout(f"{self.name}: the port accepted no data for 10 s (flow control?)") from None
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(f"{self.name}: write failed, the port went away ({exc})") from None
+        self.bytes_out += len(data)
+
+    def _receive(self, until: float) -> Frame | None:
+        """The next frame, reading until the monotonic time `until`; None when it passes."""
+        while not self._inbox:
+            try:
+                data = self.port.read(max(1, self.port.in_waiting))
+            except (serial.SerialException, OSError) as exc:
+                raise LinkError(f"{self.name}: read failed, the port went away ({exc})") from None
+            if data:
+                self.bytes_in += len(data)
+                self._inbox.extend(f for f in self._decoder.feed(data) if not isinstance(f, FrameError))
+            elif time.monotonic() >= until:
+                return None
+        return self._inbox.pop(0)
+
+    # ------------------------------------------------------------ commands
+
+    def new_id(self) -> int:
+        return next(self._ids)
+
+    def call(self, envelope: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send a raw request envelope; return the response envelope that answers its ids."""
+        ids = {c.get("id") for c in envelope.get("cmds", []) if isinstance(c, dict)}
+        return self._exchange(JsonFrame(env.dumps(envelope)), ids, timeout or self.timeout)
+
+    def _exchange(self, frame: Frame, ids: set[Any], timeout: float) -> dict[str, Any]:
+        for _ in range(self.retries + 1):
+            self._write(frame)
+            deadline = time.monotonic() + timeout
+            while (got := self._receive(deadline)) is not None:
+                answer = self._response_for(got, ids)
+                if answer is not None:
+                    return answer
+        raise LinkTimeout(
+            f"no answer from {self.name} after {self.retries + 1} tries of {timeout:g} s "
+            "(is the device in its bootloader, and the baud rate right?)"
+        )
+
+    @staticmethod
+    def _response_for(frame: Frame, ids: set[Any]) -> dict[str, Any] | None:
+        if not isinstance(frame, JsonFrame):
+            return None
+        resp = env.parse_response(frame.payload)
+        if resp is None:
+            return None
+        got = {a.get("id") for a in resp["resp"] if isinstance(a, dict)}
+        return resp if got & ids or env.FRAME_ID in got else None
+
+    def command(self, cmd: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """Run one command; its `resp`, or DeviceError carrying `status`/`status_msg`."""
+        cid = self.new_id()
+        req = env.request(self.src, self.dst, [env.command(cmd, cid, args)])
+        resp = self.call(req, timeout)
+        return self._result(resp, cid, cmd)
+
+    @staticmethod
+    def _result(resp: dict[str, Any], cid: int, cmd: str) -> Any:
+        for a in resp["resp"]:
+            if isinstance(a, dict) and a.get("id") in (cid, env.FRAME_ID):
+                status = a.get("status")
+                if status != 0:
+                    raise DeviceError(status, str(a.get("status_msg", "")), cmd)
+                return a.get("resp")
+        raise UartUpdateError(f"the device's answer to {cmd} carries no result for id {cid}")
+
+    def list_sections(self) -> list[dict[str, Any]]:
+        return self.command(LIST_SECTIONS)
+
+    # ------------------------------------------------------------ update
+
+    def update(
+        self,
+        section: str,
+        image: Image | str,
+        version: str | None = None,
+        sig: dict[str, str] | None = None,
+        *,
+        progress: Progress | None = None,
+        inline: bool = False,
+        resume: bool = True,
+    ) -> UpdateResult:
+        """Write `image` (an Image, a path or a URL) to `section`; returns when the device installed it."""
+        img = image if isinstance(image, Image) else open_image(image)
+        version = version if version is not None else img.version
+        sig = sig or img.sig or {"alg": "sha256", "v": img.sha256.hex()}
+        args: dict[str, Any] = {"section": section, "sig": sig}
+        if version is not None:
+            args["version"] = version
+        start, out0, in0 = time.monotonic(), self.bytes_out, self.bytes_in
+        stats, resumed_from = TransferStats(), 0
+        if inline:
+            args["blob"] = base64.b64encode(img.read(0, img.size)).decode()
+            self.command(UPDATE, args)
+            if progress:
+                progress(img.size, img.size)
+        else:
+            args["size"] = img.size
+            if not resume:
+                args["resume"] = False
+            stats, resumed_from = self._stream(args, img, progress)
+        return UpdateResult(
+            section, img.size, time.monotonic() - start, resumed_from,
+            self.bytes_out - out0, self.bytes_in - in0, stats,
+        )
+
+    def _stream(self, args: dict[str, Any], img: Image, progress: Progress | None) -> tuple[TransferStats, int]:
+        cid = self.new_id()
+        frame = JsonFrame(env.dumps(env.request(self.src, self.dst, [env.command(UPDATE, cid, args)])))
+        first = self._await_ready(frame, cid)
+        if isinstance(first, dict):  # answered at once: refused, or the image was already staged whole
+            self._result(first, cid, UPDATE)
+            if progress:
+                progress(img.size, img.size)
+            return TransferStats(), img.size
+        ready = first
+        if ready.offset and hashlib.sha256(img.read(0, ready.offset)).digest() != ready.prefix_sha256:
+            # The device holds a prefix that is not ours: drop it and start over.
+            self._write(AbortFrame(ready.xfer))
+            self._await_answer(cid, time.monotonic() + self.timeout)
+            return self._stream({**args, "resume": False}, img, progress)
+        now = time.monotonic()
+        wire_seconds = ready.window * 10 / max(1, getattr(self.port, "baudrate", 115200) or 115200)
+        sender = Sender(img.size, ready.offset, ready.chunk, ready.window, 0.25 + 2 * wire_seconds, now)
+        last_progress = now
+        while True:
+            now = time.monotonic()
+            chunks = sender.poll(now)
+            if chunks:
+                self._write(*(DataFrame(ready.xfer, off, img.read(off, n)) for off, n in chunks))
+            got = self._receive(min(sender.deadline(), now + 0.1) if not sender.done else now + self.timeout)
+            now = time.monotonic()
+            if isinstance(got, AckFrame) and got.xfer == ready.xfer:
+                before = sender.acked
+                sender.on_ack(got.offset, got.nak, now)
+                if sender.acked > before:
+                    last_progress = now
+                    if progress:
+                        progress(sender.acked, img.size)
+            elif got is not None:
+                answer = self._response_for(got, {cid})
+                if answer is not None:
+                    self._result(answer, cid, UPDATE)
+                    return sender.stats, ready.offset
+            if now - last_progress > self.timeout:
+                waiting = "its answer after the last byte" if sender.done else f"acknowledgement of byte {sender.acked}"
+                raise LinkTimeout(
+                    f"{self.name}: no {waiting} for {self.timeout:g} s; run the same update again to resume"
+                )
+
+    def _await_ready(self, frame: Frame, cid: int) -> ReadyFrame | dict[str, Any]:
+        for _ in range(self.retries + 1):
+            self._write(frame)
+            deadline = time.monotonic() + self.timeout
+            while (got := self._receive(deadline)) is not None:
+                if isinstance(got, ReadyFrame):
+                    return got
+                answer = self._response_for(got, {cid})
+                if answer is not None:
+                    return answer
+        raise LinkTimeout(f"no answer from {self.name} to Update after {self.retries + 1} tries of {self.timeout:g} s")
+
+    def _await_answer(self, cid: int, deadline: float) -> dict[str, Any] | None:
+        while (got := self._receive(deadline)) is not None:
+            answer = self._response_for(got, {cid})
+            if answer is not None:
+                return answer
+        return None

@@ -171,6 +171,11 @@ class Device:
         name = method_name(cmd.cmd)
         if name not in definitions():
             raise Refusal(Status.NOT_IMPLEMENTED, f"unknown command {cmd.cmd!r}")
+        if name == "SWUpdate.Update" and "blob_url" in cmd.args and not {"blob", "size"} & cmd.args.keys():
+            raise Refusal(
+                Status.BAD_REQUEST,
+                "this device has no network: the host must fetch blob_url and send the image (args.size)",
+            )
         problem = check_args(name, cmd.args)
         if problem:
             raise Refusal(Status.BAD_REQUEST, problem)
@@ -208,11 +213,6 @@ class Device:
         if version is not None and len(version.encode()) > 32:
             raise Refusal(Status.BAD_REQUEST, "version is longer than 32 bytes")
         if ("blob" in args) == ("size" in args):
-            if "blob_url" in args:
-                raise Refusal(
-                    Status.BAD_REQUEST,
-                    "blob_url must be resolved by the host: this device has no network",
-                )
             raise Refusal(Status.BAD_REQUEST, "give exactly one of blob (inline image) or size (streamed image)")
         if "blob" in args:
             try:

@@ -159,8 +159,10 @@ def cmd_call(args: argparse.Namespace) -> int:
     if not isinstance(envelope, dict):
         raise UsageError("the envelope must be a JSON object")
     with _client(args) as client:
-        response = client.call(envelope)
-    print(json.dumps(response))
+        response = client.call_with_blob_url(
+            envelope, on_unresolved=lambda why: print(f"uartupdate: note: {why}; sent blob_url as is", file=sys.stderr)
+        )
+    print(json.dumps(response, separators=(",", ":")))
     statuses = [a.get("status") for a in response.get("resp", []) if isinstance(a, dict)]
     return EXIT_OK if statuses and all(s == 0 for s in statuses) else EXIT_REFUSED
 

@@ -24,8 +24,9 @@ from ..core.framing import (
     ReadyFrame,
     encode_frame,
 )
+from ..core.methods import method_name
 from ..core.transfer import Sender, TransferStats
-from .errors import DeviceError, LinkError, LinkTimeout, UartUpdateError
+from .errors import DeviceError, ImageError, LinkError, LinkTimeout, UartUpdateError, UsageError
 from .image import Image, open_image
 
 # emu:// opens an emulated device inside this process (uartupdate/emulator/protocol_emu.py).
@@ -208,11 +209,13 @@ class Client:
         inline: bool = False,
         resume: bool = True,
     ) -> UpdateResult:
-        """Write `image` (an Image, a path or a URL) to `section`; returns when the device installed it."""
+        """Write `image` (an Image, a path, a URL or a metadata document) to `section`.
+
+        Returns once the device has verified and installed it; DeviceError if it refused.
+        """
         img = image if isinstance(image, Image) else open_image(image)
+        args: dict[str, Any] = {"section": section, "sig": sig or img.sig or {"alg": "sha256", "v": img.sha256.hex()}}
         version = version if version is not None else img.version
-        sig = sig or img.sig or {"alg": "sha256", "v": img.sha256.hex()}
-        args: dict[str, Any] = {"section": section, "sig": sig}
         if version is not None:
             args["version"] = version
         start, out0, in0 = time.monotonic(), self.bytes_out, self.bytes_in
@@ -226,27 +229,32 @@ class Client:
             args["size"] = img.size
             if not resume:
                 args["resume"] = False
-            stats, resumed_from = self._stream(args, img, progress)
+            cid = self.new_id()
+            request = env.request(self.src, self.dst, [env.command(UPDATE, cid, args)])
+            response, stats, resumed_from = self._stream(request, args, cid, img, progress)
+            self._result(response, cid, UPDATE)
         return UpdateResult(
             section, img.size, time.monotonic() - start, resumed_from,
             self.bytes_out - out0, self.bytes_in - in0, stats,
         )
 
-    def _stream(self, args: dict[str, Any], img: Image, progress: Progress | None) -> tuple[TransferStats, int]:
-        cid = self.new_id()
-        frame = JsonFrame(env.dumps(env.request(self.src, self.dst, [env.command(UPDATE, cid, args)])))
+    def _stream(
+        self, request: dict[str, Any], args: dict[str, Any], cid: int, img: Image, progress: Progress | None
+    ) -> tuple[dict[str, Any], TransferStats, int]:
+        """Send `request` (whose Update `cid` has `args`), stream `img`; the response envelope."""
+        frame = JsonFrame(env.dumps(request))
         first = self._await_ready(frame, cid)
         if isinstance(first, dict):  # answered at once: refused, or the image was already staged whole
-            self._result(first, cid, UPDATE)
             if progress:
                 progress(img.size, img.size)
-            return TransferStats(), img.size
+            return first, TransferStats(), img.size
         ready = first
         if ready.offset and hashlib.sha256(img.read(0, ready.offset)).digest() != ready.prefix_sha256:
             # The device holds a prefix that is not ours: drop it and start over.
             self._write(AbortFrame(ready.xfer))
             self._await_answer(cid, time.monotonic() + self.timeout)
-            return self._stream({**args, "resume": False}, img, progress)
+            args["resume"] = False
+            return self._stream(request, args, cid, img, progress)
         now = time.monotonic()
         wire_seconds = ready.window * 10 / max(1, getattr(self.port, "baudrate", 115200) or 115200)
         sender = Sender(img.size, ready.offset, ready.chunk, ready.window, 0.25 + 2 * wire_seconds, now)
@@ -268,13 +276,50 @@ class Client:
             elif got is not None:
                 answer = self._response_for(got, {cid})
                 if answer is not None:
-                    self._result(answer, cid, UPDATE)
-                    return sender.stats, ready.offset
+                    return answer, sender.stats, ready.offset
             if now - last_progress > self.timeout:
                 waiting = "its answer after the last byte" if sender.done else f"acknowledgement of byte {sender.acked}"
                 raise LinkTimeout(
                     f"{self.name}: no {waiting} for {self.timeout:g} s; run the same update again to resume"
                 )
+
+    def call_with_blob_url(
+        self,
+        envelope: dict[str, Any],
+        progress: Progress | None = None,
+        on_unresolved: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Like call(), but an Update carrying only `blob_url` is served by the host.
+
+        The device has no network: the host fetches the URL (or metadata document),
+        fills in `size` (and `sig`/`version` from the metadata when absent) and streams
+        the image. If the URL cannot be fetched the device is never asked and
+        the envelope goes to the device as it is (`on_unresolved` hears why).
+        """
+        cmds = envelope.get("cmds")
+        targets = [
+            c for c in cmds if isinstance(c, dict) and isinstance(c.get("args"), dict)
+            and "blob_url" in c["args"] and "blob" not in c["args"] and "size" not in c["args"]
+            and method_name(str(c.get("cmd"))) == "SWUpdate.Update"
+        ] if isinstance(cmds, list) else []
+        if not targets:
+            return self.call(envelope)
+        if len(targets) > 1:
+            raise UsageError("one envelope can carry one Update with a blob_url")
+        cmd = targets[0]
+        try:
+            img = open_image(str(cmd["args"]["blob_url"]))
+        except ImageError as exc:
+            if on_unresolved:
+                on_unresolved(str(exc))
+            return self.call(envelope)  # the device's own answer says why it cannot take a bare URL
+        args = dict(cmd["args"], size=img.size)
+        args.setdefault("sig", img.sig or {"alg": "sha256", "v": img.sha256.hex()})
+        if img.version is not None:
+            args.setdefault("version", img.version)
+        request = dict(envelope, cmds=[dict(c, args=args) if c is cmd else c for c in cmds])
+        response, _, _ = self._stream(request, args, cmd.get("id"), img, progress)
+        return response
 
     def _await_ready(self, frame: Frame, cid: int) -> ReadyFrame | dict[str, Any]:
         for _ in range(self.retries + 1):

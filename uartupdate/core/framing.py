@@ -32,16 +32,18 @@ class Kind(enum.IntEnum):
     ABORT = 0x05  # host -> device: give up a transfer (staged bytes are kept)
 
 
-DataHeader = Struct("xfer" / Int16ul, "offset" / Int32ul)
-AckBody = Struct("xfer" / Int16ul, "offset" / Int32ul, "flags" / Int8ul)
+# Compiled: construct generates plain Python for each struct, several times faster per frame.
+DataHeader = Struct("xfer" / Int16ul, "offset" / Int32ul).compile()
+AckBody = Struct("xfer" / Int16ul, "offset" / Int32ul, "flags" / Int8ul).compile()
 ReadyBody = Struct(
     "xfer" / Int16ul,
     "offset" / Int32ul,
     "chunk" / Int16ul,
     "window" / Int32ul,
     "prefix_sha256" / Bytes(32),
-)
-AbortBody = Struct("xfer" / Int16ul)
+).compile()
+AbortBody = Struct("xfer" / Int16ul).compile()
+DATA_HEADER_SIZE = DataHeader.sizeof()
 
 ACK_NAK = 0x01  # ACK flag: a gap was seen, resend from `offset`
 
@@ -193,10 +195,10 @@ def parse_body(body: bytes) -> Frame | FrameError:
         if kind == Kind.JSON:
             return JsonFrame(rest)
         if kind == Kind.DATA:
-            if len(rest) < DataHeader.sizeof():
+            if len(rest) < DATA_HEADER_SIZE:
                 raise ValueError
             h = DataHeader.parse(rest)
-            return DataFrame(h.xfer, h.offset, rest[DataHeader.sizeof() :])
+            return DataFrame(h.xfer, h.offset, rest[DATA_HEADER_SIZE:])
         if kind == Kind.ACK:
             if len(rest) != AckBody.sizeof():
                 raise ValueError

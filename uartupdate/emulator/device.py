@@ -63,6 +63,7 @@ class Transfer:
     next_offset: int  # every byte below is in flash (or in `carry`)
     carry: bytearray = field(default_factory=bytearray)  # < write_align bytes not yet programmed
     nak_sent: bool = False
+    acked: int = 0  # offset in the last ACK sent
     frame: PendingFrame | None = None
 
 
@@ -274,10 +275,13 @@ class Device:
             self._flash_op(self.staging.start, key, size, section.name)
         return Transfer(xfer, cmd_id, key, section, size, digest, version, offset)
 
+    def _window(self) -> int:
+        return self.profile.chunk * self.profile.buffers
+
     def _ready(self, t: Transfer) -> bytes:
+        t.acked = t.next_offset
         prefix = self.staging.digest(t.next_offset)
-        window = self.profile.chunk * self.profile.buffers
-        return encode_frame(ReadyFrame(t.xfer, t.next_offset, self.profile.chunk, window, prefix))
+        return encode_frame(ReadyFrame(t.xfer, t.next_offset, self.profile.chunk, self._window(), prefix))
 
     # ------------------------------------------------------------ streamed data
 
@@ -288,8 +292,10 @@ class Device:
         if f.offset != t.next_offset or f.offset + len(f.data) > t.size:
             if f.offset > t.next_offset and not t.nak_sent:
                 t.nak_sent = True  # one NAK per gap, or every chunk in flight would rewind the host
+                t.acked = t.next_offset
                 return encode_frame(AckFrame(t.xfer, t.next_offset, nak=True))
             if f.offset < t.next_offset:
+                t.acked = t.next_offset
                 return encode_frame(AckFrame(t.xfer, t.next_offset))  # duplicate: harmless
             return b""
         t.nak_sent = False
@@ -298,6 +304,10 @@ class Device:
         except Refusal as exc:
             return self._end_transfer(t, exc.status, exc.msg)
         if t.next_offset < t.size:
+            # Every other chunk is enough: the host still has half its window to send meanwhile.
+            if t.next_offset - t.acked < max(self.profile.chunk, self._window() // 2):
+                return b""
+            t.acked = t.next_offset
             return encode_frame(AckFrame(t.xfer, t.next_offset))
         out = encode_frame(AckFrame(t.xfer, t.next_offset))
         try:

@@ -6,6 +6,8 @@ import base64
 import errno
 import hashlib
 import itertools
+import os
+import select
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,6 +30,11 @@ from ..core.methods import method_name
 from ..core.transfer import Sender, TransferStats
 from .errors import DeviceError, ImageError, LinkError, LinkTimeout, UartUpdateError, UsageError
 from .image import Image, open_image
+
+try:
+    from serial.serialposix import Serial as PosixSerial
+except ImportError:  # Windows
+    PosixSerial = None  # type: ignore[assignment,misc]
 
 # emu:// opens an emulated device inside this process (uartupdate/emulator/protocol_emu.py).
 if "uartupdate.emulator" not in serial.protocol_handler_packages:
@@ -107,6 +114,7 @@ class Client:
         self._decoder = FrameDecoder(max_frame=1 << 20)
         self._inbox: list[Frame] = []
         self._ids = itertools.count(int(time.time() * 1000) % 1_000_000 + 1)
+        self._fd: int | None = self.port.fd if PosixSerial and isinstance(self.port, PosixSerial) else None
 
     def close(self) -> None:
         self.port.close()
@@ -129,11 +137,23 @@ class Client:
             raise LinkError(f"{self.name}: write failed, the port went away ({exc})") from None
         self.bytes_out += len(data)
 
+    def _read_some(self, until: float) -> bytes:
+        """Whatever bytes arrive before `until` (at least one, or none when it passes)."""
+        if self._fd is not None:  # a POSIX tty: wait in select, sparing pyserial's per-call overhead
+            readable, _, _ = select.select([self._fd], [], [], max(0.0, until - time.monotonic()))
+            if not readable:
+                return b""
+            data = os.read(self._fd, 65536)
+            if not data:
+                raise OSError("end of file")
+            return data
+        return self.port.read(max(1, self.port.in_waiting))
+
     def _receive(self, until: float) -> Frame | None:
         """The next frame, reading until the monotonic time `until`; None when it passes."""
         while not self._inbox:
             try:
-                data = self.port.read(max(1, self.port.in_waiting))
+                data = self._read_some(until)
             except (serial.SerialException, OSError) as exc:
                 raise LinkError(f"{self.name}: read failed, the port went away ({exc})") from None
             if data:

@@ -71,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baud", type=int, action="append", help="baud rate (repeatable)")
     parser.add_argument("--latency-ms", type=float, default=2.0)
-    parser.add_argument("--size", type=int, default=1 << 20)
+    parser.add_argument("--size", type=int, default=1 << 20, help="image bytes (default 1 MiB)")
     parser.add_argument("--profile", help="device profile for the emulator")
     args = parser.parse_args()
     bauds = args.baud or [115200, 921600, 3000000]

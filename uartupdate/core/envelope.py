@@ -116,15 +116,15 @@ def _is_id(value: Any) -> bool:
 MAX_NESTING = 32
 
 
-def _check_nesting(obj: Any, depth: int = 0) -> None:
+def _check_nesting(obj: Any, src: str | None, depth: int = 0) -> None:
     if depth > MAX_NESTING:
-        raise EnvelopeError(Status.BAD_REQUEST, f"JSON nested deeper than {MAX_NESTING} levels")
+        raise EnvelopeError(Status.BAD_REQUEST, f"JSON nested deeper than {MAX_NESTING} levels", src)
     if isinstance(obj, dict):
         for v in obj.values():
-            _check_nesting(v, depth + 1)
+            _check_nesting(v, src, depth + 1)
     elif isinstance(obj, list):
         for v in obj:
-            _check_nesting(v, depth + 1)
+            _check_nesting(v, src, depth + 1)
 
 
 def parse_request(payload: bytes) -> Request:
@@ -141,10 +141,10 @@ def parse_request(payload: bytes) -> Request:
         raise EnvelopeError(Status.BAD_REQUEST, f"envelope is not valid JSON: {exc}") from None
     if not isinstance(env, dict):
         raise EnvelopeError(Status.BAD_REQUEST, "envelope must be a JSON object")
-    _check_nesting(env)
     src = env.get("src")
     src = src if isinstance(src, str) else None
-    if env.get("v") != PROTOCOL_VERSION or isinstance(env.get("v"), bool):
+    _check_nesting(env, src)
+    if type(env.get("v")) is not int or env["v"] != PROTOCOL_VERSION:
         raise EnvelopeError(Status.BAD_VERSION, f"unsupported envelope version {env.get('v')!r}, expected 1", src)
     if src is None:
         raise EnvelopeError(Status.BAD_REQUEST, "'src' must be a string", None)

@@ -109,7 +109,8 @@ def cobs_encode(data: bytes) -> bytes:
     out = bytearray()
     view = memoryview(data)
     start = 0
-    for block in data.split(b"\x00"):
+    blocks = data.split(b"\x00")
+    for index, block in enumerate(blocks):
         length = len(block)
         pos = start
         while length - (pos - start) >= 254:
@@ -117,8 +118,9 @@ def cobs_encode(data: bytes) -> bytes:
             out += view[pos : pos + 254]
             pos += 254
         rest = start + length - pos
-        out.append(rest + 1)
-        out += view[pos : pos + rest]
+        if rest or not length or index < len(blocks) - 1:  # a final full run needs no closing code
+            out.append(rest + 1)
+            out += view[pos : pos + rest]
         start += length + 1
     return bytes(out)
 
@@ -233,25 +235,25 @@ class FrameDecoder:
         while True:
             end = data.find(DELIMITER, start)
             if end < 0:
-                self._append(data[start:], events)
+                self._append(data[start:])
                 return events
-            self._append(data[start:end], events)
+            self._append(data[start:end])
             if self._discarding:
                 self._discarding = False
+                events.append(
+                    FrameError(FrameErrorReason.TOO_LARGE, f"frame exceeds the maximum of {self.max_frame} bytes")
+                )
             elif self._buf:
                 events.append(self._decode(bytes(self._buf)))
             self._buf.clear()
             start = end + 1
 
-    def _append(self, piece: bytes, events: list[Frame | FrameError]) -> None:
+    def _append(self, piece: bytes) -> None:
         if self._discarding or not piece:
             return
         if len(self._buf) + len(piece) > self._max_encoded:
             self._buf.clear()
-            self._discarding = True
-            events.append(
-                FrameError(FrameErrorReason.TOO_LARGE, f"frame exceeds the maximum of {self.max_frame} bytes")
-            )
+            self._discarding = True  # reported at the delimiter: answering mid-frame would collide
             return
         self._buf += piece
 

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from .profile import Profile, SectionSpec
 from .storage import Metadata, MetadataStore, SectionState, Staging
 
 SUPPORTED_SIG_ALGS = ("sha256",)
+HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class Refusal(Exception):
@@ -131,6 +133,8 @@ class Device:
         return self._send(env.response(self.address, src, [env.answer(env.FRAME_ID, status, msg=msg)]))
 
     def _on_json(self, payload: bytes) -> bytes:
+        if b'"resp"' in payload and self._is_response(payload):
+            return b""  # answers are never answered: two devices (or an echo) would loop forever
         try:
             req = env.parse_request(payload)
         except env.EnvelopeError as exc:
@@ -142,6 +146,14 @@ class Device:
             return b""
         frame = PendingFrame(src=req.src, answers=[], remaining=list(req.commands))
         return self._run(frame)
+
+    @staticmethod
+    def _is_response(payload: bytes) -> bool:
+        try:
+            env_obj = json.loads(payload)
+        except Exception:
+            return False
+        return isinstance(env_obj, dict) and "resp" in env_obj and "cmds" not in env_obj
 
     def _addressed_elsewhere(self, payload: bytes) -> bool:
         try:
@@ -204,15 +216,12 @@ class Device:
         sig = args["sig"]
         if sig["alg"] not in SUPPORTED_SIG_ALGS:
             raise Refusal(Status.UNSUPPORTED, f"unsupported sig.alg {sig['alg']!r} (supported: sha256)")
-        try:
-            digest = bytes.fromhex(sig["v"])
-        except ValueError:
-            digest = b""
+        digest = bytes.fromhex(sig["v"]) if HEX64.fullmatch(sig["v"]) else b""
         if len(digest) != 32:
             raise Refusal(Status.BAD_REQUEST, "sig.v must be the 64 hex digits of a SHA-256 digest")
         version = args.get("version")
-        if version is not None and len(version.encode()) > 32:
-            raise Refusal(Status.BAD_REQUEST, "version is longer than 32 bytes")
+        if version is not None and (len(version.encode()) > 32 or "\x00" in version):
+            raise Refusal(Status.BAD_REQUEST, "version must be at most 32 bytes of UTF-8 without NUL")
         if ("blob" in args) == ("size" in args):
             raise Refusal(Status.BAD_REQUEST, "give exactly one of blob (inline image) or size (streamed image)")
         if "blob" in args:
@@ -223,8 +232,8 @@ class Device:
             size = len(image)
         else:
             size = args["size"]
-            if size < 0:
-                raise Refusal(Status.BAD_REQUEST, "size must not be negative")
+        if size <= 0:
+            raise Refusal(Status.BAD_REQUEST, "the image is empty" if size == 0 else "size must not be negative")
         if size > section.size:
             raise Refusal(Status.TOO_LARGE, f"image of {size} bytes does not fit section {section.name!r} ({section.size} bytes)")
         if "blob" in args:
@@ -280,7 +289,7 @@ class Device:
 
     def _ready(self, t: Transfer) -> bytes:
         t.acked = t.next_offset
-        prefix = self.staging.digest(t.next_offset)
+        prefix = self.staging.digest(t.next_offset - len(t.carry), tail=bytes(t.carry))
         return encode_frame(ReadyFrame(t.xfer, t.next_offset, self.profile.chunk, self._window(), prefix))
 
     # ------------------------------------------------------------ streamed data
@@ -375,7 +384,7 @@ class Device:
         return self._end_transfer(self.transfer, Status.ABORTED, "transfer aborted by the host")
 
     def _abandon(self, msg: str) -> None:
-        """End the open transfer (its staged bytes stay for a later resume) and answer it."""
+        """End the open transfer and answer its Update; the caller then restarts staging."""
         if self.transfer is not None:
             self._outbox += self._end_transfer(self.transfer, Status.ABORTED, msg)
 

@@ -153,9 +153,11 @@ class Staging:
     def clear(self) -> None:
         self.flash.erase(self.offset, self.profile.sector_size)
 
-    def digest(self, length: int) -> bytes:
+    def digest(self, length: int, tail: bytes = b"") -> bytes:
+        """SHA-256 of the first `length` staged bytes, then `tail` (bytes still in RAM)."""
         h = hashlib.sha256()
         step = 1 << 16
         for pos in range(0, length, step):
             h.update(self.flash.read(self.data_offset + pos, min(step, length - pos)))
+        h.update(tail)
         return h.digest()

@@ -284,7 +284,7 @@ class Client:
             chunks = sender.poll(now)
             if chunks:
                 self._write(*(DataFrame(ready.xfer, off, img.read(off, n)) for off, n in chunks))
-            got = self._receive(min(sender.deadline(), now + 0.1) if not sender.done else now + self.timeout)
+            got = self._receive(now + self.timeout if sender.done else sender.deadline())
             now = time.monotonic()
             if isinstance(got, AckFrame) and got.xfer == ready.xfer:
                 before = sender.acked
@@ -297,7 +297,7 @@ class Client:
                 answer = self._response_for(got, {cid})
                 if answer is not None:
                     return answer, sender.stats, ready.offset
-            if now - last_progress > self.timeout:
+            if now - last_progress > self.timeout + sender.retransmit_after:  # at least one resend first
                 waiting = "its answer after the last byte" if sender.done else f"acknowledgement of byte {sender.acked}"
                 raise LinkTimeout(
                     f"{self.name}: no {waiting} for {self.timeout:g} s; run the same update again to resume"

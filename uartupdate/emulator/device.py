@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass, field
@@ -144,8 +145,15 @@ class Device:
             return self._frame_level(exc.src, exc.status, exc.msg)
         if req.dst is not None and req.dst not in (self.address, env.BROADCAST):
             return b""
+        if self.profile.access_key is not None and not self._key_ok(req.key):
+            return self._frame_level(req.src, Status.UNAUTHORIZED, "missing or wrong access key")
         frame = PendingFrame(src=req.src, answers=[], remaining=list(req.commands))
         return self._run(frame)
+
+    def _key_ok(self, key: Any) -> bool:
+        expected = self.profile.access_key.encode()  # type: ignore[union-attr]
+        given = key.encode() if isinstance(key, str) else b""
+        return hmac.compare_digest(given, expected)  # constant time: no timing oracle on the key
 
     @staticmethod
     def _is_response(payload: bytes) -> bool:

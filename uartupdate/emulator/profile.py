@@ -46,6 +46,8 @@ class Profile:
     metadata: Region
     staging: Region
     sections: tuple[SectionSpec, ...]
+    #: Pre-shared key every request envelope must carry as `key`; None: no key required.
+    access_key: str | None = None
 
     def section(self, name: str) -> SectionSpec | None:
         return next((s for s in self.sections if s.name == name), None)
@@ -77,6 +79,7 @@ class Profile:
                     )
                     for s in d["sections"]
                 ),
+                access_key=str(d["access_key"]) if d.get("access_key") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"device profile is missing or mistypes {exc}") from None

@@ -40,6 +40,8 @@ def _link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src", default=DEFAULT_SRC, help=f"this host's address in envelopes (default {DEFAULT_SRC})")
     p.add_argument("--dst", default=None,
                    help=f"the device's address; default: none (point to point); '{BROADCAST}' for any device")
+    p.add_argument("--key-file", help="file holding the device's access key (default: $UARTUPDATE_KEY); "
+                                      "never given on the command line, where other users could read it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,10 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def access_key(args: argparse.Namespace) -> str | None:
+    if args.key_file:
+        try:
+            return Path(args.key_file).read_text("utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read key file {args.key_file}: {exc.strerror}") from None
+    return os.environ.get("UARTUPDATE_KEY") or None
+
+
 def _client(args: argparse.Namespace) -> Client:
     if not args.port:
         raise UsageError("no port given: use --port PORT (or set UARTUPDATE_PORT)")
-    return Client(args.port, baud=args.baud, timeout=args.timeout, retries=args.retries, src=args.src, dst=args.dst)
+    return Client(args.port, baud=args.baud, timeout=args.timeout, retries=args.retries, src=args.src, dst=args.dst,
+                  key=access_key(args))
 
 
 # ---------------------------------------------------------------- list

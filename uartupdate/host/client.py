@@ -102,6 +102,7 @@ class Client:
         retries: int = 2,
         src: str = DEFAULT_SRC,
         dst: str | None = None,
+        key: str | None = None,
     ) -> None:
         self.port = open_port(port, baud) if isinstance(port, str) else port
         self.name = port if isinstance(port, str) else str(getattr(port, "port", port))
@@ -109,6 +110,7 @@ class Client:
         self.retries = retries
         self.src = src
         self.dst = dst
+        self.key = key  # the device's access key, sent in every envelope this client builds
         self.bytes_out = 0
         self.bytes_in = 0
         self._decoder = FrameDecoder(max_frame=1 << 20)
@@ -199,7 +201,7 @@ class Client:
     def command(self, cmd: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         """Run one command; its `resp`, or DeviceError carrying `status`/`status_msg`."""
         cid = self.new_id()
-        req = env.request(self.src, self.dst, [env.command(cmd, cid, args)])
+        req = env.request(self.src, self.dst, key=self.key, cmds=[env.command(cmd, cid, args)])
         resp = self.call(req, timeout)
         return self._result(resp, cid, cmd)
 
@@ -250,7 +252,7 @@ class Client:
             if not resume:
                 args["resume"] = False
             cid = self.new_id()
-            request = env.request(self.src, self.dst, [env.command(UPDATE, cid, args)])
+            request = env.request(self.src, self.dst, key=self.key, cmds=[env.command(UPDATE, cid, args)])
             response, stats, resumed_from = self._stream(request, args, cid, img, progress)
             self._result(response, cid, UPDATE)
         return UpdateResult(

@@ -8,7 +8,7 @@ import pytest
 
 from uartupdate.emulator.flash import FlashError, NorFlash
 from uartupdate.emulator.profile import load_profile, staging_header_size
-from uartupdate.emulator.storage import JOURNAL_START, Metadata, MetadataStore, SectionState, Staging
+from uartupdate.emulator.storage import JOURNAL_START, Metadata, MetadataStore, SectionState, SlotState, Staging
 
 SIZE, SECTOR, ALIGN = 64 * 1024, 4096, 4
 
@@ -212,14 +212,15 @@ def board() -> NorFlash:
 def _meta(version: str, install: str | None = None) -> Metadata:
     meta = Metadata(seq=0, install_section=install)
     for s in PROFILE.sections:
-        meta.sections[s.name] = SectionState(s.name, f"{s.name}-{version}", 1000 + len(s.name), hashlib.sha256(s.name.encode()).digest())
+        slot = SlotState(f"{s.name}-{version}", 1000 + len(s.name), hashlib.sha256(s.name.encode()).digest())
+        meta.sections[s.name] = SectionState(s.name, [slot, SlotState("")])
     return meta
 
 
 def _copy_seq(flash: NorFlash, index: int) -> int | None:
     """The seq of metadata copy `index` read straight from flash (None when the sector holds no record)."""
     raw = flash.read(PROFILE.metadata.offset + index * PROFILE.sector_size, 8)
-    return int.from_bytes(raw[4:8], "little") if raw[:4] == b"UUMD" else None
+    return int.from_bytes(raw[4:8], "little") if raw[:4] == b"UUM2" else None
 
 
 def test_blank_flash_has_no_metadata(board: NorFlash) -> None:
@@ -347,9 +348,9 @@ def test_staging_journal(board: NorFlash) -> None:
     assert st.staged_bytes(size) == sector
     st.mark_sector_done(1)
     assert st.staged_bytes(size) == 2 * sector
-    st.mark_sector_done(3)  # a hole at 2: only the contiguous prefix counts
-    assert st.staged_bytes(size) == 2 * sector
     st.mark_sector_done(2)
+    assert st.staged_bytes(size) == 3 * sector
+    st.mark_sector_done(3)
     assert st.staged_bytes(size) == 4 * sector
     st.mark_sector_done(4)
     st.mark_sector_done(5)  # the last, partial sector
@@ -387,6 +388,16 @@ def test_staging_digest(board: NorFlash) -> None:
     data = bytes(range(256)) * 40
     board.erase(st.data_offset, 3 * PROFILE.sector_size)
     board.program(st.data_offset, data)
-    assert st.digest(len(data)) == hashlib.sha256(data).digest()
-    assert st.digest(1000) == hashlib.sha256(data[:1000]).digest()
-    assert st.digest(0) == hashlib.sha256(b"").digest()
+    assert st.digest(st.data_offset, len(data)) == hashlib.sha256(data).digest()
+    assert st.digest(st.data_offset, 1000) == hashlib.sha256(data[:1000]).digest()
+    assert st.digest(st.data_offset, 0) == hashlib.sha256(b"").digest()
+    assert st.digest(st.data_offset, 1000, tail=b"x") == hashlib.sha256(data[:1000] + b"x").digest()
+
+
+def test_a_journal_unit_cut_short_makes_the_journal_untrusted(board: NorFlash) -> None:
+    st = Staging(board, PROFILE)
+    size = 4 * PROFILE.sector_size
+    st.start(b"k" * 32, size, "firmware")
+    st.mark_sector_done(0)
+    board.program(st.offset + JOURNAL_START + PROFILE.write_align, b"\x00\xff\xff\x0f")  # torn unit 1
+    assert st.staged_bytes(size) is None

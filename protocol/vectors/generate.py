@@ -507,7 +507,7 @@ def device_file() -> dict[str, Any]:
         ("update_sig_unknown_member", "sig has only alg and v.",
          req(cmd(UPDATE, 24, {"section": "config", "sig": {"alg": "sha256", "v": good_v, "key": "k1"}, "blob": b64}))),
         ("update_unknown_argument", "Unknown arguments are refused.",
-         req(cmd(UPDATE, 25, update_args("config", small, blob=b64, force=True)))),
+         req(cmd(UPDATE, 25, update_args("config", small, blob=b64, forse=True)))),
         ("update_wrong_type", "version must be a string.",
          req(cmd(UPDATE, 26, update_args("config", small, blob=b64, version=2)))),
         ("update_version_too_long", "version is at most 32 bytes of UTF-8 (33 here).",

@@ -27,7 +27,8 @@ class Status(enum.IntEnum):
     FORBIDDEN = 403  # section is not writable
     NOT_FOUND = 404  # unknown section
     TIMEOUT = 408  # a transfer stalled
-    CONFLICT = 409  # another transfer is in progress
+    CONFLICT = 409  # the section's state forbids it now (an unconfirmed trial image runs)
+    PRECONDITION_FAILED = 412  # the section's policy refuses it (a downgrade)
     TOO_LARGE = 413  # image larger than the section, or frame larger than the maximum
     UNSUPPORTED = 415  # unknown `sig.alg`
     INTEGRITY = 422  # digest or signature does not match the image

@@ -30,11 +30,12 @@ from ..core.framing import (
     encode_frame,
 )
 from ..core.methods import check_args, definitions, method_name
-from .flash import FlashError, NorFlash
+from ..images import signing
+from ..images.versions import parse_version
+from .flash import FlashError, NorFlash, PowerLoss
 from .profile import Profile, SectionSpec
-from .storage import Metadata, MetadataStore, SectionState, Staging
+from .storage import Metadata, MetadataStore, SectionState, SlotState, Staging, flash_digest
 
-SUPPORTED_SIG_ALGS = ("sha256",)
 HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -61,8 +62,10 @@ class Transfer:
     key: bytes
     section: SectionSpec
     size: int
-    digest: bytes
+    sig: dict[str, str]
     version: str | None
+    slot: int  # the slot written (always 0 for single-slot sections, which stage elsewhere)
+    data_offset: int  # where in flash the image is staged
     next_offset: int  # every byte below is in flash (or in `carry`)
     carry: bytearray = field(default_factory=bytearray)  # < write_align bytes not yet programmed
     nak_sent: bool = False
@@ -82,31 +85,83 @@ class Device:
         self._next_xfer = 1
         self.stats = {"frames": 0, "frame_errors": 0, "crc_errors": 0}
         self._outbox = bytearray()  # answers produced out of turn (a superseded transfer's)
-        self.meta = self._boot()
+        self._reboot_requested = False
+        self.trusted_keys = [signing.load_public_key(pem) for pem in profile.trusted_keys]
+        #: Power cuts survived (each followed by a power-up from flash).
+        self.power_cuts = 0
+        self.meta = Metadata(seq=0)
+        #: Slot each section booted from this power-up.
+        self.running: dict[str, int] = {}
+        self._power_up()
 
     # ------------------------------------------------------------ boot
 
+    def _power_up(self) -> None:
+        """Forget everything but the flash and boot, as a reset does (again if power fails meanwhile)."""
+        while True:
+            self.decoder = FrameDecoder(self.profile.max_frame)
+            self.transfer = None
+            self._outbox.clear()
+            try:
+                self.meta = self._boot()
+                return
+            except PowerLoss:
+                self.power_cuts += 1
+
     def _boot(self) -> Metadata:
+        """The bootloader: finish an interrupted install, pick each section's slot, try or revert."""
         meta = self.meta_store.load()
         if meta is None:  # blank flash: factory state
             meta = Metadata(seq=0)
             for s in self.profile.sections:
-                meta.sections[s.name] = SectionState(s.name, s.version, 0, b"\x00" * 32)
+                meta.sections[s.name] = SectionState.factory(s.name, s.version)
             self.meta_store.save(meta)
         for s in self.profile.sections:  # a profile may have gained sections
-            meta.sections.setdefault(s.name, SectionState(s.name, s.version, 0, b"\x00" * 32))
+            meta.sections.setdefault(s.name, SectionState.factory(s.name, s.version))
         if meta.install_section:  # power was lost while copying staging into a section: redo it
-            self._copy_staging_to(self.profile.section(meta.install_section), meta.sections[meta.install_section].size)
+            section = self.profile.section(meta.install_section)
+            if section is not None:
+                self._copy_staging_to(section, meta.sections[section.name].slots[0].size)
             meta.install_section = None
             self.meta_store.save(meta)
             self.staging.clear()
+        self.running = {}
+        for s in self.profile.sections:
+            state = meta.sections[s.name]
+            self.running[s.name] = state.active
+            if not s.dual_slot or state.pending is None:
+                continue
+            if state.tries > 0 and self._slot_valid(s, state, state.pending):
+                state.tries -= 1  # a trial boot: counted before it runs, so a hang cannot loop
+                self.running[s.name] = state.pending
+                if s.auto_confirm:
+                    state.active, state.pending, state.tries = state.pending, None, 0
+            else:  # not confirmed within its trial boots, or not intact: back to the confirmed image
+                state.pending, state.tries = None, 0
+            self.meta_store.save(meta)
         return meta
+
+    def _slot_valid(self, section: SectionSpec, state: SectionState, slot: int) -> bool:
+        image = state.slots[slot]
+        return image.size > 0 and flash_digest(self.flash, section.slot_offset(slot), image.size) == image.sha256
 
     # ------------------------------------------------------------ wire
 
     def receive(self, data: bytes) -> bytes:
         """Feed bytes from the wire; returns the bytes to send back."""
         out = bytearray()
+        try:
+            self._receive(data, out)
+        except PowerLoss:  # what was sent before the cut is on the wire; the rest dies with RAM
+            self.power_cuts += 1
+            self._power_up()
+            return bytes(out)
+        if self._reboot_requested:  # after the answer that acknowledged it
+            self._reboot_requested = False
+            self._power_up()
+        return bytes(out)
+
+    def _receive(self, data: bytes, out: bytearray) -> None:
         for item in self.decoder.feed(data):
             if isinstance(item, FrameError):
                 self.stats["frame_errors"] += 1
@@ -123,9 +178,8 @@ class Device:
             elif isinstance(item, AbortFrame):
                 out += self._on_abort(item)
             # ACK and READY travel device -> host only: ignored here
-        out[:0] = self._outbox
-        self._outbox.clear()
-        return bytes(out)
+            out[:0] = self._outbox
+            self._outbox.clear()
 
     def _send(self, obj: dict[str, Any]) -> bytes:
         return encode_frame(JsonFrame(env.dumps(obj)))
@@ -204,29 +258,133 @@ class Device:
             return self.list_sections(), None
         if name == "SWUpdate.Update":
             return self._update(cmd, frame)
+        if name == "SWUpdate.Status":
+            return self.status(), None
+        if name == "SWUpdate.Confirm":
+            return self._confirm(cmd.args["section"]), None
+        if name == "Sys.Reboot":
+            self._reboot_requested = True
+            return None, None
         raise Refusal(Status.NOT_IMPLEMENTED, f"command {cmd.cmd!r} is not served by this device")
 
     # ------------------------------------------------------------ methods
 
     def list_sections(self) -> list[dict[str, Any]]:
         return [
-            {"section": s.name, "version": self.meta.sections[s.name].version, "writable": s.writable}
+            {"section": s.name, "version": self._running_slot(s).version, "writable": s.writable}
             for s in self.profile.sections
         ]
 
+    def _running_slot(self, section: SectionSpec) -> SlotState:
+        return self.meta.sections[section.name].slots[self.running[section.name]]
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for s in self.profile.sections:
+            state = self.meta.sections[s.name]
+            slots = [
+                {"slot": i, "version": x.version, "size": x.size, "sha256": x.sha256.hex() if x.size else None}
+                for i, x in enumerate(state.slots[: 2 if s.dual_slot else 1])
+            ]
+            out.append({
+                "section": s.name,
+                "writable": s.writable,
+                "slots": slots,
+                "running": self.running[s.name],
+                "active": state.active,
+                "pending": state.pending,
+                "trial_boots_left": state.tries,
+                "confirmed": self.running[s.name] == state.active,
+            })
+        return out
+
+    def _section(self, name: str) -> SectionSpec:
+        section = self.profile.section(name)
+        if section is None:
+            raise Refusal(Status.NOT_FOUND, f"no section named {name!r}")
+        return section
+
+    def _confirm(self, name: str) -> dict[str, Any]:
+        section = self._section(name)
+        state = self.meta.sections[name]
+        running = self.running[name]
+        if section.dual_slot and state.pending is not None and running == state.pending:
+            state.active, state.pending, state.tries = running, None, 0
+            self._flash_op(self.meta_store.save, self.meta)
+        elif running != state.active:
+            raise Refusal(Status.CONFLICT, f"section {name!r} runs slot {running}, which can no longer be confirmed")
+        return {"section": name, "slot": state.active, "version": state.slots[state.active].version}
+
+    def _check_sig(self, section: SectionSpec, sig: dict[str, str]) -> None:
+        alg = sig["alg"]
+        if alg not in signing.ALGS:
+            raise Refusal(Status.UNSUPPORTED, f"unsupported sig.alg {alg!r} (supported: {', '.join(signing.ALGS)})")
+        if alg == signing.SHA256:
+            if not HEX64.fullmatch(sig["v"]):
+                raise Refusal(Status.BAD_REQUEST, "sig.v must be the 64 hex digits of a SHA-256 digest")
+            if section.require_signature:
+                raise Refusal(
+                    Status.FORBIDDEN, f"section {section.name!r} accepts only images signed by a trusted key, not sha256"
+                )
+            return
+        try:
+            signing.decode_signature(alg, sig["v"])
+        except ValueError as exc:
+            raise Refusal(Status.BAD_REQUEST, str(exc)) from None
+        if not any(signing.alg_of(k) == alg for k in self.trusted_keys):
+            raise Refusal(Status.INTEGRITY, f"this device trusts no key of type {alg}")
+
+    def _check_integrity(self, t: Transfer, digest: bytes) -> None:
+        """The whole image is in: does it match sig (digest, or a trusted signature over it)?"""
+        sig = t.sig
+        if sig["alg"] == signing.SHA256:
+            if digest.hex() != sig["v"].lower():
+                raise Refusal(Status.INTEGRITY, "SHA-256 of the image does not match sig.v")
+            return
+        message = signing.signed_message(t.section.name, t.version or "", t.size, digest)
+        verdict = signing.verify(self.trusted_keys, sig["alg"], signing.decode_signature(sig["alg"], sig["v"]), message)
+        if not verdict.ok:
+            raise Refusal(Status.INTEGRITY, verdict.reason)
+
+    def _check_version(self, section: SectionSpec, version: str | None, force: bool) -> bool:
+        """Anti-downgrade; True when the same version already runs and nothing is to be written."""
+        if section.allow_downgrade:
+            return False
+        if version is None:
+            raise Refusal(Status.BAD_REQUEST, f"section {section.name!r} refuses downgrades: give a version")
+        new = parse_version(version)
+        if new is None:
+            raise Refusal(Status.BAD_REQUEST, f"version {version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+        current_text = self.meta.sections[section.name].slots[self.meta.sections[section.name].active].version
+        current = parse_version(current_text)
+        if current is None:
+            return False  # nothing comparable installed (factory): any version may come
+        if new < current:
+            raise Refusal(
+                Status.PRECONDITION_FAILED,
+                f"downgrade of {section.name!r} from {current_text} to {version} refused by policy",
+            )
+        return new == current and not force
+
+    def _target_slot(self, section: SectionSpec) -> int:
+        if not section.dual_slot:
+            return 0
+        state = self.meta.sections[section.name]
+        running = self.running[section.name]
+        if running != state.active:
+            raise Refusal(
+                Status.CONFLICT,
+                f"section {section.name!r} runs an unconfirmed trial image: confirm it or reboot to revert first",
+            )
+        return 1 - state.active
+
     def _update(self, cmd: env.Command, frame: PendingFrame) -> tuple[Any, bytes | None]:
         args = cmd.args
-        section = self.profile.section(args["section"])
-        if section is None:
-            raise Refusal(Status.NOT_FOUND, f"no section named {args['section']!r}")
+        section = self._section(args["section"])
         if not section.writable:
             raise Refusal(Status.FORBIDDEN, f"section {section.name!r} is not writable")
         sig = args["sig"]
-        if sig["alg"] not in SUPPORTED_SIG_ALGS:
-            raise Refusal(Status.UNSUPPORTED, f"unsupported sig.alg {sig['alg']!r} (supported: sha256)")
-        digest = bytes.fromhex(sig["v"]) if HEX64.fullmatch(sig["v"]) else b""
-        if len(digest) != 32:
-            raise Refusal(Status.BAD_REQUEST, "sig.v must be the 64 hex digits of a SHA-256 digest")
+        self._check_sig(section, sig)
         version = args.get("version")
         if version is not None and (len(version.encode()) > 32 or "\x00" in version):
             raise Refusal(Status.BAD_REQUEST, "version must be at most 32 bytes of UTF-8 without NUL")
@@ -244,32 +402,33 @@ class Device:
             raise Refusal(Status.BAD_REQUEST, "the image is empty" if size == 0 else "size must not be negative")
         if size > section.size:
             raise Refusal(Status.TOO_LARGE, f"image of {size} bytes does not fit section {section.name!r} ({section.size} bytes)")
+        if self._check_version(section, version, bool(args.get("force", False))):
+            return {"unchanged": True, "msg": f"{section.name} already runs version {version}"}, None
+        slot = self._target_slot(section)
         if "blob" in args:
-            if hashlib.sha256(image).digest() != digest:
-                raise Refusal(Status.INTEGRITY, "SHA-256 of the image does not match sig.v")
             self._abandon("superseded by an inline Update")
-            t = self._open_transfer(cmd.id, section, size, digest, version, resume=False)
+            probe = Transfer(0, cmd.id, b"", section, size, sig, version, slot, 0, size)
+            self._check_integrity(probe, hashlib.sha256(image).digest())  # before any byte is written
+            t = self._open_transfer(cmd.id, section, size, sig, version, slot, resume=False)
             self._accept(t, image)
-            self._finish(t)  # raises Refusal on failure
-            return None, None
-        key = self._transfer_key(section, size, sig, version)
+            return self._finish(t), None  # raises Refusal on failure
+        key = self._transfer_key(section, size, sig, version, slot)
         if self.transfer is not None and self.transfer.key == key:
             t = self.transfer  # the host repeated the command: tell it where we are
             t.cmd_id, t.frame, t.nak_sent = cmd.id, frame, False
         else:
             self._abandon("superseded by a new Update")
-            t = self._open_transfer(cmd.id, section, size, digest, version, args.get("resume", True), key)
+            t = self._open_transfer(cmd.id, section, size, sig, version, slot, args.get("resume", True), key)
             t.frame = frame
             self.transfer = t
         if t.next_offset >= size:
             self.transfer = None
-            self._finish(t)
-            return None, None
+            return self._finish(t), None
         return None, self._ready(t)
 
     @staticmethod
-    def _transfer_key(section: SectionSpec, size: int, sig: dict[str, Any], version: str | None) -> bytes:
-        text = json.dumps([section.name, size, sig["alg"], sig["v"].lower(), version])
+    def _transfer_key(section: SectionSpec, size: int, sig: dict[str, Any], version: str | None, slot: int) -> bytes:
+        text = json.dumps([section.name, slot, size, sig["alg"], sig["v"].lower(), version])
         return hashlib.sha256(text.encode()).digest()
 
     def _open_transfer(
@@ -277,27 +436,32 @@ class Device:
         cmd_id: int,
         section: SectionSpec,
         size: int,
-        digest: bytes,
+        sig: dict[str, str],
         version: str | None,
+        slot: int,
         resume: bool,
         key: bytes | None = None,
     ) -> Transfer:
-        key = key or self._transfer_key(section, size, {"alg": "sha256", "v": digest.hex()}, version)
+        key = key or self._transfer_key(section, size, sig, version, slot)
         xfer, self._next_xfer = self._next_xfer, self._next_xfer % 0xFFFF + 1
-        offset = 0
+        data_offset = section.slot_offset(slot) if section.dual_slot else self.staging.data_offset
         header = self.staging.read_header()
-        if resume and header is not None and header[0] == key:
-            offset = self.staging.staged_bytes(size)
-        else:
+        offset = self.staging.staged_bytes(size) if resume and header is not None and header[0] == key else None
+        if offset is None:
+            state = self.meta.sections[section.name]
+            if section.dual_slot and state.pending == slot:  # a pending image is about to be overwritten
+                state.pending, state.tries = None, 0
+                self._flash_op(self.meta_store.save, self.meta)
             self._flash_op(self.staging.start, key, size, section.name)
-        return Transfer(xfer, cmd_id, key, section, size, digest, version, offset)
+            offset = 0
+        return Transfer(xfer, cmd_id, key, section, size, sig, version, slot, data_offset, offset)
 
     def _window(self) -> int:
         return self.profile.chunk * self.profile.buffers
 
     def _ready(self, t: Transfer) -> bytes:
         t.acked = t.next_offset
-        prefix = self.staging.digest(t.next_offset - len(t.carry), tail=bytes(t.carry))
+        prefix = self.staging.digest(t.data_offset, t.next_offset - len(t.carry), tail=bytes(t.carry))
         return encode_frame(ReadyFrame(t.xfer, t.next_offset, self.profile.chunk, self._window(), prefix))
 
     # ------------------------------------------------------------ streamed data
@@ -328,10 +492,10 @@ class Device:
             return encode_frame(AckFrame(t.xfer, t.next_offset))
         out = encode_frame(AckFrame(t.xfer, t.next_offset))
         try:
-            self._finish(t)
+            result = self._finish(t)
         except Refusal as exc:
             return out + self._end_transfer(t, exc.status, exc.msg)
-        return out + self._end_transfer(t, Status.OK, None)
+        return out + self._end_transfer(t, Status.OK, None, result)
 
     def _accept(self, t: Transfer, data: bytes) -> None:
         """Program `data` at t.next_offset into staging, erasing sectors as they are entered."""
@@ -340,7 +504,7 @@ class Device:
         while pos < len(data):
             at = t.next_offset
             if at % sector == 0 and not t.carry:
-                self._flash_op(self.flash.erase, self.staging.data_offset + at, sector)
+                self._flash_op(self.flash.erase, t.data_offset + at, sector)
             take = min(len(data) - pos, sector - at % sector)
             piece = data[pos : pos + take]
             pos += take
@@ -350,30 +514,38 @@ class Device:
             whole = len(buf) - (0 if end_of_image else len(buf) % align)
             if whole:
                 start = t.next_offset - len(buf)
-                self._flash_op(self.flash.program, self.staging.data_offset + start, buf[:whole] + b"\xff" * (-whole % align))
+                self._flash_op(self.flash.program, t.data_offset + start, buf[:whole] + b"\xff" * (-whole % align))
             t.carry = bytearray(buf[whole:])
             if t.next_offset % sector == 0 or end_of_image:
                 self._flash_op(self.staging.mark_sector_done, (t.next_offset - 1) // sector)
 
-    def _finish(self, t: Transfer) -> None:
-        """Verify the staged image, then install it; the running section changes only now."""
-        if self.staging.digest(t.size) != t.digest:
+    def _finish(self, t: Transfer) -> dict[str, Any] | None:
+        """Verify the staged image, then install it; the running image changes only now."""
+        digest = self.staging.digest(t.data_offset, t.size)  # read back: what flash holds is checked
+        try:
+            self._check_integrity(t, digest)
+        except Refusal:
             self._flash_op(self.staging.clear)
-            raise Refusal(Status.INTEGRITY, "SHA-256 of the received image does not match sig.v")
+            raise
         state = self.meta.sections[t.section.name]
-        state.size, state.sha256 = t.size, t.digest
-        if t.version is not None:
-            state.version = t.version
-        self.meta.install_section = t.section.name
+        version = t.version if t.version is not None else state.slots[self.running[t.section.name]].version
+        new = SlotState(version, t.size, digest)
+        if t.section.dual_slot:
+            # One metadata write makes it pending; the bootloader tries it at the next boot.
+            state.slots[t.slot], state.pending, state.tries = new, t.slot, t.section.trial_boots
+            self._flash_op(self.meta_store.save, self.meta)
+            self._flash_op(self.staging.clear)
+            return {"slot": t.slot, "pending": True}
+        state.slots[0] = new
+        self.meta.install_section = t.section.name  # a power cut from here on is finished at boot
         self._flash_op(self.meta_store.save, self.meta)
         self._flash_op(self._copy_staging_to, t.section, t.size)
         self.meta.install_section = None
         self._flash_op(self.meta_store.save, self.meta)
         self._flash_op(self.staging.clear)
+        return None
 
-    def _copy_staging_to(self, section: SectionSpec | None, size: int) -> None:
-        if section is None:
-            return
+    def _copy_staging_to(self, section: SectionSpec, size: int) -> None:
         self.flash.erase(section.offset, section.size)
         step = 1 << 16
         for pos in range(0, size, step):
@@ -396,12 +568,12 @@ class Device:
         if self.transfer is not None:
             self._outbox += self._end_transfer(self.transfer, Status.ABORTED, msg)
 
-    def _end_transfer(self, t: Transfer, status: Status, msg: str | None) -> bytes:
+    def _end_transfer(self, t: Transfer, status: Status, msg: str | None, result: Any = None) -> bytes:
         """Answer the Update that opened `t`, then the rest of its frame."""
         if self.transfer is t:
             self.transfer = None
         frame = t.frame
         if frame is None:
             return b""
-        frame.answers.append(env.answer(t.cmd_id, status, msg=msg))
+        frame.answers.append(env.answer(t.cmd_id, status, result, msg=msg))
         return self._run(frame)

@@ -8,12 +8,32 @@ exactly what its flash held, and `cmp`/`dd`/`xxd` read it as a board's dump.
 from __future__ import annotations
 
 import mmap
+import random
 import os
 from pathlib import Path
 
 
 class FlashError(Exception):
     """An operation a real part would refuse (misaligned, out of range, not erased)."""
+
+
+class PowerLoss(Exception):
+    """Power was cut before or during a flash operation; the device must power up again."""
+
+
+class PowerCut:
+    """When and how the next power cut strikes: at operation `at` (1-based, counted by the flash).
+
+    `torn`: the operation is cut halfway: an erase leaves each bit of the sector erased or
+    not at random, a program leaves each bit it was to clear cleared or not at random,
+    drawn from a generator seeded with `seed` so the failure replays exactly.
+    Otherwise the power goes just before the operation and nothing changes.
+    """
+
+    def __init__(self, at: int, torn: bool = True, seed: int = 0) -> None:
+        self.at = at
+        self.torn = torn
+        self.rng = random.Random(seed)
 
 
 class NorFlash:
@@ -40,6 +60,8 @@ class NorFlash:
         self.operations = 0
         #: Modelled time the part spent erasing and programming, for the link simulator.
         self.busy_seconds = 0.0
+        #: A pending power cut, armed by the caller; it fires once.
+        self.power_cut: PowerCut | None = None
         self._erased_unit = b"\xff" * sector_size
         self._file = None
         if self.path is None:
@@ -73,7 +95,7 @@ class NorFlash:
             raise FlashError(f"erase of 0x{offset:x}+0x{length:x} is not sector aligned ({self.sector_size})")
         self._check_range(offset, length)
         for start in range(offset, offset + length, self.sector_size):
-            self.operations += 1
+            self._count_operation(start, self._erased_unit, erase=True)
             self.busy_seconds += self.erase_seconds_per_sector
             self._mem[start : start + self.sector_size] = self._erased_unit
 
@@ -86,9 +108,26 @@ class NorFlash:
         current = self._mem[offset : offset + length]
         if current.count(0xFF) != length:
             raise FlashError(f"program at 0x{offset:x}: location is not erased")
-        self.operations += 1
+        self._count_operation(offset, data, erase=False)
         self.busy_seconds += self.program_seconds_per_byte * length
         self._mem[offset : offset + length] = data
+
+    def _count_operation(self, offset: int, target: bytes, erase: bool) -> None:
+        """Count one operation; if the armed power cut is due, leave its torn result and raise."""
+        self.operations += 1
+        cut = self.power_cut
+        if cut is None or self.operations != cut.at:
+            return
+        self.power_cut = None
+        if cut.torn:
+            n = len(target)
+            old = int.from_bytes(self._mem[offset : offset + n], "little")
+            noise = int.from_bytes(cut.rng.randbytes(n), "little")
+            # erase: some bits reach 1; program: some of the bits to clear are cleared
+            torn = old | noise if erase else old & (int.from_bytes(target, "little") | noise)
+            self._mem[offset : offset + n] = torn.to_bytes(n, "little")
+        what = "erase" if erase else "program"
+        raise PowerLoss(f"power cut {'during' if cut.torn else 'before'} flash operation {self.operations} ({what} at 0x{offset:x})")
 
     def take_busy_seconds(self) -> float:
         busy, self.busy_seconds = self.busy_seconds, 0.0

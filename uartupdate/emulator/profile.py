@@ -23,6 +23,48 @@ class SectionSpec:
     size: int
     writable: bool
     version: str
+    #: Offset of the second slot (same size) of a dual-slot section; None: single slot.
+    slot_b: int | None = None
+    #: Only images signed by a trusted key are accepted ("sha256" alone is refused).
+    require_signature: bool = False
+    #: Older versions may be installed; when False, versions must be semantic and only grow.
+    allow_downgrade: bool = True
+    #: Boots a new image of a dual-slot section gets to be confirmed before the bootloader reverts.
+    trial_boots: int = 1
+    #: The image confirms itself when it boots (the firmware reached its confirmed state).
+    auto_confirm: bool = False
+
+    @property
+    def dual_slot(self) -> bool:
+        return self.slot_b is not None
+
+    def slot_offset(self, slot: int) -> int:
+        return self.offset if slot == 0 else self.slot_b  # type: ignore[return-value]
+
+
+def _section(s: dict[str, Any]) -> SectionSpec:
+    policy = s.get("policy", {})
+    unknown = set(policy) - {"signature", "downgrade", "trial_boots", "confirm"}
+    if unknown:
+        raise ProfileError(f"section {s.get('name')!r}: unknown policy keys {sorted(unknown)}")
+    if policy.get("signature", "optional") not in ("optional", "required"):
+        raise ProfileError("policy.signature is 'optional' or 'required'")
+    if policy.get("downgrade", "allow") not in ("allow", "refuse"):
+        raise ProfileError("policy.downgrade is 'allow' or 'refuse'")
+    if policy.get("confirm", "manual") not in ("manual", "auto"):
+        raise ProfileError("policy.confirm is 'manual' or 'auto'")
+    return SectionSpec(
+        name=str(s["name"]),
+        offset=int(s["offset"]),
+        size=int(s["size"]),
+        writable=bool(s["writable"]),
+        version=str(s.get("version", "")),
+        slot_b=int(s["slot_b"]) if s.get("slot_b") is not None else None,
+        require_signature=policy.get("signature", "optional") == "required",
+        allow_downgrade=policy.get("downgrade", "allow") == "allow",
+        trial_boots=int(policy.get("trial_boots", 1)),
+        auto_confirm=policy.get("confirm", "manual") == "auto",
+    )
 
 
 @dataclass(frozen=True)
@@ -48,12 +90,15 @@ class Profile:
     sections: tuple[SectionSpec, ...]
     #: Pre-shared key every request envelope must carry as `key`; None: no key required.
     access_key: str | None = None
+    #: Public keys (PEM) whose signatures the bootloader trusts.
+    trusted_keys: tuple[bytes, ...] = ()
 
     def section(self, name: str) -> SectionSpec | None:
         return next((s for s in self.sections if s.name == name), None)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Profile:
+    def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> Profile:
+        """`base`: folder that relative key files are read from (the profile's own)."""
         try:
             flash, link = d["flash"], d.get("link", {})
             profile = cls(
@@ -69,16 +114,8 @@ class Profile:
                 buffers=int(link.get("buffers", 4)),
                 metadata=Region(int(d["metadata"]["offset"]), int(d["metadata"]["size"])),
                 staging=Region(int(d["staging"]["offset"]), int(d["staging"]["size"])),
-                sections=tuple(
-                    SectionSpec(
-                        name=str(s["name"]),
-                        offset=int(s["offset"]),
-                        size=int(s["size"]),
-                        writable=bool(s["writable"]),
-                        version=str(s.get("version", "")),
-                    )
-                    for s in d["sections"]
-                ),
+                sections=tuple(_section(s) for s in d["sections"]),
+                trusted_keys=tuple(_keys(d.get("keys", []), base)),
                 access_key=str(d["access_key"]) if d.get("access_key") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -98,6 +135,7 @@ class Profile:
             raise ProfileError("metadata needs two sectors (two copies)")
         regions = [("metadata", self.metadata), ("staging", self.staging)]
         regions += [(s.name, Region(s.offset, s.size)) for s in self.sections]
+        regions += [(f"{s.name} slot b", Region(s.slot_b, s.size)) for s in self.sections if s.slot_b is not None]
         for name, r in regions:
             if r.offset % sector or r.size % sector or r.size <= 0:
                 raise ProfileError(f"{name} is not a whole number of sectors")
@@ -115,9 +153,39 @@ class Profile:
                 raise ProfileError(f"section name {s.name!r} must be 1..{MAX_SECTION_NAME} bytes")
             if len(s.version.encode()) > MAX_VERSION:
                 raise ProfileError(f"version of {s.name} is longer than {MAX_VERSION} bytes")
-        largest = max((s.size for s in self.sections if s.writable), default=0)
+        for s in self.sections:
+            if s.dual_slot and not s.writable:
+                raise ProfileError(f"{s.name}: only writable sections have two slots")
+            if not 1 <= s.trial_boots <= 255:
+                raise ProfileError(f"{s.name}: policy.trial_boots must be 1..255")
+        largest = max((s.size for s in self.sections if s.writable and not s.dual_slot), default=0)
         if self.staging.size - staging_header_size(self, self.staging.size) < largest:
             raise ProfileError("staging area cannot hold the largest writable section and its header")
+
+
+def _keys(entries: list[Any], base: Path | None) -> list[bytes]:
+    """PEM public keys from the profile's `keys`: each {"pem": "..."} or {"file": "path"}."""
+    from ..images.signing import KeyError_, load_public_key
+
+    keys = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not ({"pem", "file"} & entry.keys()):
+            raise ProfileError(f"keys[{i}] must be an object with 'pem' or 'file'")
+        if "pem" in entry:
+            pem = str(entry["pem"]).encode()
+        else:
+            path = Path(entry["file"])
+            path = path if path.is_absolute() or base is None else base / path
+            try:
+                pem = path.read_bytes()
+            except OSError as exc:
+                raise ProfileError(f"cannot read key file {path}: {exc.strerror}") from None
+        try:
+            load_public_key(pem, f"keys[{i}]")
+        except KeyError_ as exc:
+            raise ProfileError(str(exc)) from None
+        keys.append(pem)
+    return keys
 
 
 def staging_header_size(profile: Profile, staging_size: int) -> int:
@@ -144,4 +212,4 @@ def load_profile(path: str | Path | None = None) -> Profile:
         raise ProfileError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ProfileError(f"{source} must hold a JSON object")
-    return Profile.from_dict(data)
+    return Profile.from_dict(data, Path(path).parent if path is not None else None)

@@ -21,15 +21,22 @@ from ..core.framing import crc32
 from .flash import NorFlash
 from .profile import MAX_SECTION_NAME, MAX_VERSION, Profile, staging_header_size
 
+SlotRecord = Struct(
+    "version" / PaddedString(MAX_VERSION, "utf8"),
+    "size" / Int32ul,  # bytes of the image in the slot (0: factory content / empty)
+    "sha256" / Bytes(32),
+)
+NO_SLOT = 0xFF
 SectionRecord = Struct(
     "name" / PaddedString(MAX_SECTION_NAME, "utf8"),
-    "version" / PaddedString(MAX_VERSION, "utf8"),
-    "size" / Int32ul,
-    "sha256" / Bytes(32),
+    "active" / Int8ul,  # the confirmed slot
+    "pending" / Int8ul,  # the slot to try at the next boots, or NO_SLOT
+    "tries" / Int8ul,  # trial boots left for the pending slot
+    "slots" / Array(2, SlotRecord),
 )
 INSTALL_NONE, INSTALL_COPYING = 0, 1
 MetadataRecord = Struct(
-    "magic" / Const(b"UUMD"),
+    "magic" / Const(b"UUM2"),
     "seq" / Int32ul,
     "install" / Int8ul,  # INSTALL_COPYING: staging -> section copy was under way
     "install_section" / PaddedString(MAX_SECTION_NAME, "utf8"),
@@ -46,11 +53,36 @@ JOURNAL_START = 64  # offset of the journal within the staging header
 
 
 @dataclass
+class SlotState:
+    version: str
+    size: int = 0
+    sha256: bytes = bytes(32)
+
+
+@dataclass
 class SectionState:
     name: str
-    version: str
-    size: int  # bytes of the installed image (0: factory content / unknown)
-    sha256: bytes
+    slots: list[SlotState]
+    active: int = 0
+    pending: int | None = None
+    tries: int = 0
+
+    @classmethod
+    def factory(cls, name: str, version: str) -> SectionState:
+        return cls(name, [SlotState(version), SlotState("")])
+
+    @property
+    def version(self) -> str:
+        """The confirmed image's version."""
+        return self.slots[self.active].version
+
+    @property
+    def size(self) -> int:
+        return self.slots[self.active].size
+
+    @property
+    def sha256(self) -> bytes:
+        return self.slots[self.active].sha256
 
 
 @dataclass
@@ -81,7 +113,9 @@ class MetadataStore:
             return None
         meta = Metadata(seq=rec.seq, install_section=rec.install_section if rec.install else None)
         for s in rec.sections:
-            meta.sections[s.name] = SectionState(s.name, s.version, s.size, bytes(s.sha256))
+            slots = [SlotState(x.version, x.size, bytes(x.sha256)) for x in s.slots]
+            pending = None if s.pending == NO_SLOT else s.pending
+            meta.sections[s.name] = SectionState(s.name, slots, s.active, pending, s.tries)
         return meta
 
     def load(self) -> Metadata | None:
@@ -102,7 +136,14 @@ class MetadataStore:
                 install_section=meta.install_section or "",
                 count=len(meta.sections),
                 sections=[
-                    dict(name=s.name, version=s.version, size=s.size, sha256=s.sha256) for s in meta.sections.values()
+                    dict(
+                        name=s.name,
+                        active=s.active,
+                        pending=NO_SLOT if s.pending is None else s.pending,
+                        tries=s.tries,
+                        slots=[dict(version=x.version, size=x.size, sha256=x.sha256) for x in s.slots],
+                    )
+                    for s in meta.sections.values()
                 ],
             )
         )
@@ -112,15 +153,19 @@ class MetadataStore:
 
 
 class Staging:
-    """The staging area: header, journal, then image data from `data_offset`."""
+    """The staging area: a header and journal, then image data.
+
+    Single-slot sections stage into the data area after the header; dual-slot sections
+    stage straight into their inactive slot (`data_offset` of each call).
+    """
 
     def __init__(self, flash: NorFlash, profile: Profile) -> None:
         self.flash = flash
         self.profile = profile
         self.offset = profile.staging.offset
-        header = staging_header_size(profile, profile.staging.size)
-        self.data_offset = self.offset + header
-        self.capacity = profile.staging.size - header
+        self.header_size = staging_header_size(profile, profile.staging.size)
+        self.data_offset = self.offset + self.header_size
+        self.capacity = profile.staging.size - self.header_size
 
     def read_header(self) -> tuple[bytes, int, str] | None:
         raw = self.flash.read(self.offset, JOURNAL_START)
@@ -130,19 +175,21 @@ class Staging:
             return None
         return bytes(h.key), h.size, h.section
 
-    def staged_bytes(self, size: int) -> int:
-        """Bytes of the image known to be whole in staging, from the journal."""
+    def staged_bytes(self, size: int) -> int | None:
+        """Bytes of the image known to be whole, from the journal; None if the journal is torn."""
         sector, align = self.profile.sector_size, self.profile.write_align
         sectors = -(-size // sector)
         journal = self.flash.read(self.offset + JOURNAL_START, sectors * align)
+        units = [journal[i * align : (i + 1) * align] for i in range(sectors)]
         done = 0
-        while done < sectors and journal[done * align : (done + 1) * align] == bytes(align):
+        while done < sectors and units[done] == bytes(align):
             done += 1
+        if any(u != b"\xff" * align for u in units[done:]):
+            return None  # an entry was cut short mid-program: nothing after it can be trusted
         return min(done * sector, size)
 
     def start(self, key: bytes, size: int, section: str) -> None:
-        header = staging_header_size(self.profile, self.profile.staging.size)
-        self.flash.erase(self.offset, header)
+        self.flash.erase(self.offset, self.header_size)
         raw = StagingHeader.build(dict(key=key, size=size, section=section))
         self.flash.program(self.offset, _pad(raw, self.profile.write_align))
 
@@ -153,11 +200,15 @@ class Staging:
     def clear(self) -> None:
         self.flash.erase(self.offset, self.profile.sector_size)
 
-    def digest(self, length: int, tail: bytes = b"") -> bytes:
-        """SHA-256 of the first `length` staged bytes, then `tail` (bytes still in RAM)."""
-        h = hashlib.sha256()
-        step = 1 << 16
-        for pos in range(0, length, step):
-            h.update(self.flash.read(self.data_offset + pos, min(step, length - pos)))
-        h.update(tail)
-        return h.digest()
+    def digest(self, data_offset: int, length: int, tail: bytes = b"") -> bytes:
+        """SHA-256 of `length` bytes of flash at `data_offset`, then `tail` (bytes still in RAM)."""
+        return flash_digest(self.flash, data_offset, length, tail)
+
+
+def flash_digest(flash: NorFlash, offset: int, length: int, tail: bytes = b"") -> bytes:
+    h = hashlib.sha256()
+    step = 1 << 16
+    for pos in range(0, length, step):
+        h.update(flash.read(offset + pos, min(step, length - pos)))
+    h.update(tail)
+    return h.digest()

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 
 from .device import Device
-from .flash import NorFlash
+from .flash import NorFlash, PowerCut
 from .profile import Profile, load_profile
 
 
-def make_device(profile: Profile | str | os.PathLike[str] | None = None, flash: str | os.PathLike[str] | None = None) -> Device:
-    """Power up a device: the profile (default one if None) and its flash file (anonymous if None)."""
+def make_device(
+    profile: Profile | str | os.PathLike[str] | None = None,
+    flash: str | os.PathLike[str] | None = None,
+    power_cut: PowerCut | None = None,
+) -> Device:
+    """Power up a device: the profile (default one if None) and its flash file (anonymous if None).
+
+    `power_cut` is armed before the first boot, so its operation count includes the boot's own.
+    """
     if not isinstance(profile, Profile):
         profile = load_profile(profile)
     nor = NorFlash(
@@ -21,7 +28,8 @@ def make_device(profile: Profile | str | os.PathLike[str] | None = None, flash: 
         erase_seconds_per_sector=profile.erase_ms_per_sector / 1000,
         program_seconds_per_byte=profile.program_us_per_byte / 1e6,
     )
+    nor.power_cut = power_cut
     return Device(profile, nor)
 
 
-__all__ = ["Device", "NorFlash", "Profile", "load_profile", "make_device"]
+__all__ = ["Device", "NorFlash", "PowerCut", "Profile", "load_profile", "make_device"]

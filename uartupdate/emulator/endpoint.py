@@ -5,6 +5,17 @@ adapter. With a baud rate set, bytes cross in each direction at baud/10 bytes pe
 second (8N1) plus a one-way latency, and the device's flash busy time (from the
 profile) delays its answers while bytes keep arriving, as on a board with a UART
 FIFO and double-buffered chunk reception.
+
+With `faults` (uartupdate/emulator/faults.py) the line is a bad one: bytes are flipped,
+lost or joined by garbage on their way in either direction, and a stall holds everything
+back for a while. An unplug is what the host sees when a USB-serial adapter is pulled:
+the PTY is hung up (its master closed), so the host's next read or write fails at once,
+and bytes sent meanwhile are lost. The device itself keeps running (a board with its own
+power supply) and keeps its state. When the cable is back, a new PTY is opened: a PTY's
+path cannot outlive its master, so the new one usually has another name, as a replugged
+adapter may come back as another ttyUSBn. The new path is announced (`on_reconnect`, a
+`PORT <path>` line from `uartupdate emulate`), and `link` keeps a symlink pointing at the
+current one, the way udev keeps /dev/serial/by-id/... stable.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from collections import deque
 from typing import Callable
 
 from .device import Device
+from .faults import LinkFaults
 
 SLICE = 256  # bytes delivered to the device at once on a paced line
 
@@ -36,22 +48,67 @@ class PacedLine:
 
 
 class PtyEndpoint:
-    def __init__(self, device: Device, baud: int | None = None, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        device: Device,
+        baud: int | None = None,
+        latency: float = 0.0,
+        faults: LinkFaults | None = None,
+        link: str | None = None,
+        on_reconnect: Callable[[str], None] | None = None,
+    ) -> None:
         self.device = device
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        self.path = os.ttyname(self._slave)
+        self.faults = faults
+        self.link = link
+        self.on_reconnect = on_reconnect
+        self._open_pty()
         self.rx = PacedLine(baud, latency) if baud else None  # host -> device
         self.tx = PacedLine(baud, latency) if baud else None  # device -> host
         self.bytes_in = 0
         self.bytes_out = 0
 
-    def close(self) -> None:
+    def _open_pty(self) -> None:
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        self.path = os.ttyname(self._slave)
+        if self.link:
+            tmp = f"{self.link}.{os.getpid()}.tmp"
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            os.symlink(self.path, tmp)
+            os.replace(tmp, self.link)  # atomic: the link always names a live PTY or the last one
+
+    def _close_pty(self) -> None:
         for fd in (self.master, self._slave):
             try:
                 os.close(fd)
             except OSError:
                 pass
+        self.master = self._slave = -1
+
+    def close(self) -> None:
+        self._close_pty()
+        if self.link:
+            try:
+                if os.readlink(self.link) == self.path:
+                    os.unlink(self.link)
+            except OSError:
+                pass
+
+    def _unplug(self, should_stop: Callable[[], bool]) -> None:
+        """The cable is out: hang the PTY up, wait, and come back on a new one."""
+        assert self.faults is not None
+        self._close_pty()  # the host's next read or write fails (EIO), as for a vanished adapter
+        while not should_stop() and self.faults.unplugged(time.monotonic()):
+            time.sleep(min(0.05, max(0.0, self.faults.unplugged_until - time.monotonic())))
+        if should_stop():
+            return
+        self._open_pty()
+        os.set_blocking(self.master, False)
+        if self.on_reconnect:
+            self.on_reconnect(self.path)
 
     def serve(self, should_stop: Callable[[], bool]) -> None:
         """Run until should_stop() is true (checked at least every 100 ms)."""
@@ -66,7 +123,10 @@ class PtyEndpoint:
                 at, data = deliveries.popleft()
                 reply = self.device.receive(data)
                 device_free_at = max(at, device_free_at) + self.device.flash.take_busy_seconds()
-                if reply:
+                if reply and self.faults is not None:
+                    for sent, piece in self.faults.device_to_host(reply, device_free_at):
+                        outputs.append((self.tx.arrival(sent, len(piece)) if self.tx else sent, piece))
+                elif reply:
                     due = self.tx.arrival(device_free_at, len(reply)) if self.tx else device_free_at
                     outputs.append((due, reply))
             while outputs and outputs[0][0] <= now:
@@ -94,9 +154,24 @@ class PtyEndpoint:
                 continue
             self.bytes_in += len(data)
             now = time.monotonic()
-            if self.rx is None:
-                deliveries.append((now, data))
-            else:
-                for i in range(0, len(data), SLICE):
-                    piece = data[i : i + SLICE]
-                    deliveries.append((self.rx.arrival(now, len(piece)), piece))
+            pieces = [(now, data)]
+            if self.faults is not None:
+                unplugs = self.faults.unplugs
+                pieces = self.faults.host_to_device(data, now)
+                if self.faults.unplugs != unplugs:  # bytes before the pull went out, the rest is lost
+                    for at, piece in pieces:
+                        deliveries.append((at, piece))
+                    while deliveries:  # what reached the device before the pull is served (answers lost)
+                        self.device.receive(deliveries.popleft()[1])
+                    self.device.flash.take_busy_seconds()
+                    outputs.clear()
+                    pending.clear()
+                    self._unplug(should_stop)
+                    continue
+            for at, piece in pieces:
+                if self.rx is None:
+                    deliveries.append((at, piece))
+                else:
+                    for i in range(0, len(piece), SLICE):
+                        part = piece[i : i + SLICE]
+                        deliveries.append((max(at, self.rx.arrival(now, len(part))), part))

@@ -196,10 +196,12 @@ def staging_header_size(profile: Profile, staging_size: int) -> int:
 
 
 def load_profile(path: str | Path | None = None) -> Profile:
-    """The profile at `path`, or the default one shipped in the package."""
-    if path is None:
-        text = (resources.files("uartupdate.emulator") / "profiles" / "default.json").read_text("utf-8")
-        source = "default profile"
+    """The profile at `path`, or one shipped in the package by name ("default", "ab"); None: default."""
+    builtin = resources.files("uartupdate.emulator") / "profiles" / f"{path or 'default'}.json"
+    if path is None or (not Path(path).exists() and "/" not in str(path) and builtin.is_file()):
+        text = builtin.read_text("utf-8")
+        source = f"built-in profile {path or 'default'}"
+        path = None
     else:
         try:
             text = Path(path).read_text("utf-8")

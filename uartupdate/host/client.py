@@ -22,6 +22,7 @@ from ..core.framing import (
     Frame,
     FrameDecoder,
     FrameError,
+    FrameErrorReason,
     JsonFrame,
     ReadyFrame,
     encode_frame,
@@ -67,6 +68,30 @@ def open_port(url: str, baud: int = 115200) -> serial.SerialBase:
 
 
 @dataclass
+class LinkStats:
+    """What the host's side of the line saw go wrong (counted per Client, and per update)."""
+
+    crc_errors: int = 0  # frames the host's decoder dropped for a CRC-32 mismatch
+    frame_errors: int = 0  # every run of bytes the decoder dropped (CRC errors included)
+    retries: int = 0  # requests sent again for want of an answer
+
+    def since(self, before: LinkStats) -> LinkStats:
+        return LinkStats(*(getattr(self, f) - getattr(before, f) for f in ("crc_errors", "frame_errors", "retries")))
+
+    def copy(self) -> LinkStats:
+        return LinkStats(self.crc_errors, self.frame_errors, self.retries)
+
+
+#: Bytes without one valid frame after which the host calls the device's output garbage: more
+#: than any frame a device sends (its maximum frame is at most 64 KiB, SPEC 3.1), several times.
+GARBAGE_LIMIT = 4 * 65536
+#: Bytes without a valid frame that, when a wait ends without an answer, mean garbage, not silence.
+GARBAGE_AT_TIMEOUT = 4096
+#: The smallest DATA chunk the host shrinks to on a noisy line (SPEC 8.2: multiples of 4).
+MIN_CHUNK = 128
+
+
+@dataclass
 class UpdateResult:
     section: str
     size: int
@@ -75,10 +100,33 @@ class UpdateResult:
     wire_bytes_out: int
     wire_bytes_in: int
     stats: TransferStats = field(default_factory=TransferStats)
+    #: The device's result of Update: {"slot", "pending"} for a dual-slot section,
+    #: {"unchanged": true} when it already ran that version; None otherwise.
+    device_result: dict[str, Any] | None = None
+    #: What the host saw go wrong on the line during this update.
+    link: LinkStats = field(default_factory=lambda: LinkStats())
+    #: The device's own error counts during this update (frames it dropped), when the
+    #: host can read them (an emu:// device); None for a real board.
+    device_errors: dict[str, int] | None = None
+
+    @property
+    def retransmissions(self) -> int:
+        """DATA frames sent again plus requests sent again."""
+        return self.stats.resent_frames + self.link.retries
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.device_result and self.device_result.get("pending"))
+
+    @property
+    def unchanged(self) -> bool:
+        return bool(self.device_result and self.device_result.get("unchanged"))
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "section": self.section,
+            "pending": self.pending,
+            "unchanged": self.unchanged,
             "size": self.size,
             "seconds": round(self.seconds, 3),
             "resumed_from": self.resumed_from,
@@ -87,6 +135,14 @@ class UpdateResult:
             "resent_bytes": self.stats.resent_bytes,
             "naks": self.stats.naks,
             "timeouts": self.stats.timeouts,
+            "retransmissions": self.retransmissions,
+            "resent_frames": self.stats.resent_frames,
+            "request_retries": self.link.retries,
+            "crc_errors": self.link.crc_errors,
+            "frame_errors": self.link.frame_errors,
+            "smallest_chunk": self.stats.smallest_chunk,
+            "device_crc_errors": None if self.device_errors is None else self.device_errors["crc_errors"],
+            "device_frame_errors": None if self.device_errors is None else self.device_errors["frame_errors"],
         }
 
 
@@ -117,6 +173,9 @@ class Client:
         self._inbox: list[Frame] = []
         self._ids = itertools.count(int(time.time() * 1000) % 1_000_000 + 1)
         self._fd: int | None = self.port.fd if PosixSerial and isinstance(self.port, PosixSerial) else None
+        #: What went wrong on the line so far (UpdateResult.link holds one update's share).
+        self.link_stats = LinkStats()
+        self._junk = 0  # bytes received since the last valid frame
 
     def close(self) -> None:
         self.port.close()
@@ -151,19 +210,46 @@ class Client:
             return data
         return self.port.read(max(1, self.port.in_waiting))
 
-    def _receive(self, until: float) -> Frame | None:
-        """The next frame, reading until the monotonic time `until`; None when it passes."""
+    def _receive(self, until: float, awaiting: str = "an answer") -> Frame | None:
+        """The next frame, reading until the monotonic time `until`; None when it passes.
+
+        The deadline holds even while bytes keep coming; bytes that hold no valid frame are
+        garbage once there are more than GARBAGE_LIMIT of them, or more than GARBAGE_AT_TIMEOUT
+        when the deadline passes: LinkError, since waiting or asking again will not help.
+        """
         while not self._inbox:
             try:
                 data = self._read_some(until)
             except (serial.SerialException, OSError) as exc:
-                raise LinkError(f"{self.name}: read failed, the port went away ({exc})") from None
+                raise LinkError(
+                    f"{self.name}: read failed while awaiting {awaiting}: the port went away (unplugged?) ({exc})"
+                ) from None
             if data:
                 self.bytes_in += len(data)
-                self._inbox.extend(f for f in self._decoder.feed(data) if not isinstance(f, FrameError))
-            elif time.monotonic() >= until:
+                valid = 0
+                for item in self._decoder.feed(data):
+                    if isinstance(item, FrameError):
+                        self.link_stats.frame_errors += 1
+                        if item.reason == FrameErrorReason.CRC:
+                            self.link_stats.crc_errors += 1
+                    else:
+                        self._inbox.append(item)
+                        valid += 1
+                self._junk = 0 if valid else self._junk + len(data)
+                if self._junk > GARBAGE_LIMIT:
+                    self._garbage(awaiting)
+            if not self._inbox and time.monotonic() >= until:
+                if self._junk > GARBAGE_AT_TIMEOUT:
+                    self._garbage(awaiting)
                 return None
         return self._inbox.pop(0)
+
+    def _garbage(self, awaiting: str) -> None:
+        junk, self._junk = self._junk, 0
+        raise LinkError(
+            f"{self.name}: {junk} bytes arrived without one valid frame while awaiting {awaiting}: the device "
+            "sends data that is not frames (wrong baud rate, or not in its bootloader?)"
+        )
 
     # ------------------------------------------------------------ commands
 
@@ -172,19 +258,25 @@ class Client:
 
     def call(self, envelope: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send a raw request envelope; return the response envelope that answers its ids."""
-        ids = {c.get("id") for c in envelope.get("cmds", []) if isinstance(c, dict)}
-        return self._exchange(JsonFrame(env.dumps(envelope)), ids, timeout or self.timeout)
+        cmds = envelope.get("cmds")
+        cmds = cmds if isinstance(cmds, list) else []
+        ids = {c.get("id") for c in cmds if isinstance(c, dict)}
+        names = [method_name(str(c.get("cmd"))) for c in cmds if isinstance(c, dict)]
+        what = "the answer to " + (", ".join(names) if names else "the request")
+        return self._exchange(JsonFrame(env.dumps(envelope)), ids, timeout or self.timeout, what)
 
-    def _exchange(self, frame: Frame, ids: set[Any], timeout: float) -> dict[str, Any]:
-        for _ in range(self.retries + 1):
+    def _exchange(self, frame: Frame, ids: set[Any], timeout: float, what: str = "an answer") -> dict[str, Any]:
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.link_stats.retries += 1
             self._write(frame)
             deadline = time.monotonic() + timeout
-            while (got := self._receive(deadline)) is not None:
+            while (got := self._receive(deadline, what)) is not None:
                 answer = self._response_for(got, ids)
                 if answer is not None:
                     return answer
         raise LinkTimeout(
-            f"no answer from {self.name} after {self.retries + 1} tries of {timeout:g} s "
+            f"{self.name}: no {what.removeprefix('the ')} after {self.retries + 1} tries of {timeout:g} s "
             "(is the device in its bootloader, and the baud rate right?)"
         )
 
@@ -230,6 +322,7 @@ class Client:
         progress: Progress | None = None,
         inline: bool = False,
         resume: bool = True,
+        force: bool = False,
     ) -> UpdateResult:
         """Write `image` (an Image, a path, a URL or a metadata document) to `section`.
 
@@ -240,11 +333,13 @@ class Client:
         version = version if version is not None else img.version
         if version is not None:
             args["version"] = version
+        if force:
+            args["force"] = True
         start, out0, in0 = time.monotonic(), self.bytes_out, self.bytes_in
         stats, resumed_from = TransferStats(), 0
         if inline:
             args["blob"] = base64.b64encode(img.read(0, img.size)).decode()
-            self.command(UPDATE, args)
+            device_result = self.command(UPDATE, args)
             if progress:
                 progress(img.size, img.size)
         else:
@@ -254,10 +349,11 @@ class Client:
             cid = self.new_id()
             request = env.request(self.src, self.dst, key=self.key, cmds=[env.command(UPDATE, cid, args)])
             response, stats, resumed_from = self._stream(request, args, cid, img, progress)
-            self._result(response, cid, UPDATE)
+            device_result = self._result(response, cid, UPDATE)
         return UpdateResult(
             section, img.size, time.monotonic() - start, resumed_from,
             self.bytes_out - out0, self.bytes_in - in0, stats,
+            device_result if isinstance(device_result, dict) else None,
         )
 
     def _stream(

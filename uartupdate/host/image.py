@@ -38,6 +38,10 @@ class Image:
     version: str | None = None
     sig: dict[str, Any] | None = None
     section: str | None = None
+    #: Address of the image's first byte in the device's memory map, when the file says (Intel HEX).
+    base: int | None = None
+    #: One sentence about how the file was turned into this image (Intel HEX), for the user.
+    note: str | None = None
     _file: BinaryIO | None = field(default=None, repr=False)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -160,13 +164,48 @@ def _check_metadata(doc: dict[str, Any], where: str) -> None:
         raise ImageError(f"metadata {where}: sig must be an object with string alg and v")
 
 
-def open_image(ref: str | Path, timeout: float = 30.0) -> Image:
-    """An image from a path, a file:// / http(s):// URL, or a metadata document (protocol/SPEC.md)."""
+def _from_file_or_hex(path: Path, base: int | None, section_size: int | None) -> Image:
+    """A raw image, or the raw image an Intel HEX file describes (told apart by content, not name)."""
+    from .hexfile import looks_like_hex, read_hex, to_binary
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return Image.from_file(path)  # says why in one sentence
+    if not looks_like_hex(head):
+        if path.suffix.lower() in (".hex", ".ihex", ".ihx") and head.lstrip()[:1] == b":":
+            read_hex(path)  # a damaged hex file: say which line is wrong
+        if base is not None:
+            raise ImageError(f"{path} is a raw image: a base address applies to Intel HEX files only")
+        image = Image.from_file(path)
+        if path.suffix.lower() in (".hex", ".ihex", ".ihx"):
+            image.note = f"{path.name} is named like Intel HEX but holds raw bytes: sent as they are"
+        return image
+    binary = to_binary(read_hex(path), base, section_size)
+    image = Image.from_file(binary.path)
+    image.base = binary.base
+    image.note = f"{path.name}: Intel HEX, {binary.size} bytes from 0x{binary.base:x}"
+    if binary.skipped:
+        image.note += "; left out, beyond the section: " + ", ".join(map(str, binary.skipped))
+    return image
+
+
+def open_image(
+    ref: str | Path, timeout: float = 30.0, *, base: int | None = None, section_size: int | None = None
+) -> Image:
+    """An image from a path, a file:// / http(s):// URL, or a metadata document (protocol/SPEC.md).
+
+    An Intel HEX file (recognised by its content) becomes the raw bytes of the section that
+    starts at `base` (default: the hex's lowest address), 0xFF in gaps (hexfile.to_binary).
+    """
     ref = str(ref)
     path = _fetch(ref, timeout)
     doc = _read_metadata(path)
     if doc is None:
-        return Image.from_file(path)
+        return _from_file_or_hex(path, base, section_size)
+    if base is not None:
+        raise ImageError(f"{ref} is a metadata document: a base address applies to Intel HEX files only")
     _check_metadata(doc, ref)
     base = ref if _is_url(ref) else Path(ref).resolve().as_uri()
     image_ref = urllib.parse.urljoin(base, doc["url"])

@@ -19,6 +19,7 @@ import pytest
 from uartupdate.host.client import Client
 from uartupdate.host.emuproc import EmulatorProcess
 from uartupdate.host.errors import LinkError, UartUpdateError
+from uartupdate.host.reset import run_sequence
 from uartupdate.host.target import Target, TargetSection
 from uartupdate.pytest_plugin import connect, port_of, start_emulator
 
@@ -60,7 +61,10 @@ class Board:
                 time.sleep(0.2)
 
     def close(self) -> None:
-        self.client.close()
+        try:
+            run_sequence(self.client.port, self.target.reset_after, label="reset after")
+        finally:
+            self.client.close()
         if self.emulator is not None:
             status = self.emulator.stop()
             self.emulator.kill()

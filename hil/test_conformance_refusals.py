@@ -72,7 +72,20 @@ def test_bad_digest_inline_is_422(board, unchanged) -> None:
     assert err.status == 422
 
 
-def test_bad_digest_streamed_is_422_after_the_transfer(board, unchanged) -> None:
+@pytest.fixture
+def sections_unchanged(board):
+    """Versions, and on an emulator every section's bytes, as before (staging may change: §8.3)."""
+    versions, flash = board.versions(), board.flash()
+    yield
+    assert board.versions() == versions
+    if flash is not None:
+        after = board.flash()
+        for s in board.target.sections:
+            if s.base is not None and s.size:
+                assert after[s.base : s.base + s.size] == flash[s.base : s.base + s.size], f"{s.name} changed"
+
+
+def test_bad_digest_streamed_is_422_after_the_transfer(board, sections_unchanged) -> None:
     section = board.rewritable()
     path = board.image(board.image_size(section, 12_000))
     image = Image.from_file(path)
@@ -151,10 +164,19 @@ def test_bad_signature_is_422(board, unchanged) -> None:
     err = refused(board, {"section": section.name, "sig": sig, "blob": base64.b64encode(DATA).decode(),
                           "version": version})
     assert err.status == 422
-    # a signature made for other bytes is refused too, streamed
-    path = board.image(4096)
+
+
+def test_bad_signature_streamed_is_422(board, sections_unchanged) -> None:
+    from uartupdate.images import signing
+
+    section = _signed_sections(board)
+    alg = board.target.signature_alg or signing.ED25519
+    key_type = {signing.ED25519: "ed25519", signing.ECDSA_P256: "ecdsa-p256", signing.RSA_PSS: "rsa-2048"}[alg]
+    image = Image.from_file(board.image(4096))
+    version = board.fresh_version()
+    sig = signing.sign(signing.generate_key(key_type), section.name, version, image.size, image.sha256)
     with pytest.raises(DeviceError) as info:
-        board.client.update(section.name, Image.from_file(path), version, sig=sig)
+        board.client.update(section.name, image, version, sig=sig)
     assert info.value.status == 422
 
 

@@ -357,7 +357,7 @@ GOOD_BLOB = base64.b64encode(GOOD).decode()
 
 REFUSALS = {
     "unknown command": (cmd("/v1/SWUpdate.Reboot", 5), 501),
-    "unknown command in another service": (cmd("/v1/Sys.GetInfo", 5, {}), 501),
+    "unknown command in another service": (cmd("/v1/Shell.Exec", 5, {}), 501),
     "unknown section": (cmd(UPDATE, 5, {"section": "radio", "sig": GOOD_SIG, "blob": GOOD_BLOB}), 404),
     "section not writable": (cmd(UPDATE, 5, {"section": "bootloader", "sig": GOOD_SIG, "blob": GOOD_BLOB}), 403),
     "section not writable, streamed": (cmd(UPDATE, 5, {"section": "bootloader", "sig": GOOD_SIG, "size": 10}), 403),
@@ -1054,13 +1054,14 @@ def test_device_ignores_ack_ready_and_stray_data(device: Device) -> None:
     assert whole_flash(device) == before
 
 
-def test_data_running_past_the_size_is_ignored(device: Device) -> None:
+def test_data_running_past_the_size_ends_the_transfer_and_installs_nothing(device: Device) -> None:
     from uartupdate.core.framing import DataFrame
 
     data = os.urandom(3000)
+    before = section_bytes(device, "config")
     ready = open_transfer(device, data)
     device.receive(encode_frame(DataFrame(ready.xfer, 0, data[:2048])))
-    assert device.receive(encode_frame(DataFrame(ready.xfer, 2048, data[2048:] + b"xx"))) == b""
-    out = device.receive(encode_frame(DataFrame(ready.xfer, 2048, data[2048:])))
-    assert responses(frames(out))[0]["resp"][0]["status"] == 0
-    assert section_bytes(device, "config")[:3000] == data
+    out = device.receive(encode_frame(DataFrame(ready.xfer, 2048, data[2048:] + b"xx")))
+    answer = responses(frames(out))[0]["resp"][0]
+    assert answer["status"] == 400 and "more bytes than the image" in answer["status_msg"]
+    assert section_bytes(device, "config") == before

@@ -489,7 +489,7 @@ def device_file() -> dict[str, Any]:
         ("update_blob_url_with_sig", "blob_url alone with a sig: still refused.",
          req(cmd(UPDATE, 12, {"blob_url": "https://my.server/fw.bin", "section": "firmware", "sig": {"alg": "sha256", "v": good_v}}))),
         ("unknown_command", "An unknown method.", req(cmd("/v1/SWUpdate.Reboot", 13))),
-        ("unknown_service", "An unknown service.", req(cmd("/v1/Sys.GetInfo", 14))),
+        ("unknown_service", "An unknown service.", req(cmd("/v1/Shell.Exec", 14))),
         ("other_version_prefix", "Only /v1/ is stripped: /v2/... is an unknown command.", req(cmd("/v2/SWUpdate.ListSections", 15))),
         ("update_unknown_section", "Update of a section the device does not have.",
          req(cmd(UPDATE, 16, update_args("radio", small, blob=b64)))),
@@ -735,11 +735,12 @@ def transfer_file() -> dict[str, Any]:
     scripts.append(s.result())
 
     s = Script("repeated_update_while_open", "The host repeats the Update (its answer was lost): the same transfer "
-               "goes on and a fresh READY tells where it stands.")
+               "goes on in a new stream from the last whole sector, which a fresh READY names.")
     s.request(req(cmd(UPDATE, 50, args)), "Update with size: READY xfer 1 offset 0")
-    s.send(fr.DataFrame(1, 0, image[:2048]), "chunk at 0")
-    s.request(req(cmd(UPDATE, 50, args)), "the same Update, same id: READY xfer 1 offset 2048")
-    for o, d in chunks(image, 2048, len(image)):
+    for o, d in chunks(image, 0, 6144):
+        s.send(fr.DataFrame(1, o, d), f"chunk at {o}")
+    s.request(req(cmd(UPDATE, 50, args)), "the same Update, same id: READY xfer 1 offset 4096 (sector 0 is whole)")
+    for o, d in chunks(image, 4096, len(image)):
         s.send(fr.DataFrame(1, o, d), f"chunk at {o}")
     scripts.append(s.result())
 

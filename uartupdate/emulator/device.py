@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..core import envelope as env
@@ -37,6 +39,8 @@ from .profile import Profile, SectionSpec
 from .storage import Metadata, MetadataStore, SectionState, SlotState, Staging, flash_digest
 
 HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+MAX_DIGESTS = 4096  # block digests per BlockDigests answer (32 KiB of base64)
+ENCODINGS = ("deflate",)
 
 
 class Refusal(Exception):
@@ -66,8 +70,13 @@ class Transfer:
     version: str | None
     slot: int  # the slot written (always 0 for single-slot sections, which stage elsewhere)
     data_offset: int  # where in flash the image is staged
-    next_offset: int  # every byte below is in flash (or in `carry`)
+    next_offset: int  # image offset: every byte below is in flash (or in `carry`)
     carry: bytearray = field(default_factory=bytearray)  # < write_align bytes not yet programmed
+    stream_offset: int = 0  # next expected DATA offset (bytes of the stream, from READY's offset)
+    encoding: str | None = None  # "deflate": DATA carries raw deflate of the image bytes it sends
+    inflater: Any = None
+    keep: bytes = b""  # bitmap: blocks copied from the running image instead of sent
+    source_offset: int = 0  # where the running image of the section starts
     nak_sent: bool = False
     acked: int = 0  # offset in the last ACK sent
     frame: PendingFrame | None = None
@@ -86,6 +95,8 @@ class Device:
         self.stats = {"frames": 0, "frame_errors": 0, "crc_errors": 0}
         self._outbox = bytearray()  # answers produced out of turn (a superseded transfer's)
         self._reboot_requested = False
+        #: Set by Sys.SetBaud for the endpoint that owns the line (it switches, then clears it).
+        self.requested_baud: int | None = None
         self.trusted_keys = [signing.load_public_key(pem) for pem in profile.trusted_keys]
         #: Power cuts survived (each followed by a power-up from flash).
         self.power_cuts = 0
@@ -265,6 +276,16 @@ class Device:
         if name == "Sys.Reboot":
             self._reboot_requested = True
             return None, None
+        if name == "Sys.GetInfo":
+            return self.info(), None
+        if name == "Sys.SetBaud":
+            baud = cmd.args["baud"]
+            if baud not in self.profile.bauds:
+                raise Refusal(Status.BAD_REQUEST, f"baud {baud} is not one of {list(self.profile.bauds)}")
+            self.requested_baud = baud  # the endpoint switches once this answer is on the wire
+            return {"baud": baud}, None
+        if name == "SWUpdate.BlockDigests":
+            return self._block_digests(cmd.args), None
         raise Refusal(Status.NOT_IMPLEMENTED, f"command {cmd.cmd!r} is not served by this device")
 
     # ------------------------------------------------------------ methods
@@ -274,6 +295,37 @@ class Device:
             {"section": s.name, "version": self._running_slot(s).version, "writable": s.writable}
             for s in self.profile.sections
         ]
+
+    def info(self) -> dict[str, Any]:
+        """What this device can afford, for the host to adapt to."""
+        p = self.profile
+        return {
+            "max_frame": p.max_frame,
+            "chunk": p.chunk,
+            "window": self._window(),
+            "block": p.sector_size,
+            "encodings": ["deflate"] if p.deflate_window_bits else [],
+            "deflate_window_bits": p.deflate_window_bits,
+            "bauds": list(p.bauds),
+        }
+
+    def _running_offset(self, section: SectionSpec) -> int:
+        return section.slot_offset(self.running[section.name]) if section.dual_slot else section.offset
+
+    def _block_digests(self, args: dict[str, Any]) -> dict[str, Any]:
+        """First 8 bytes of the SHA-256 of each block of the running image, `count` from block `offset`."""
+        section = self._section(args["section"])
+        block = self.profile.sector_size
+        total = section.size // block
+        first, count = args.get("offset", 0), args.get("count", MAX_DIGESTS)
+        if not (0 <= first <= total and 0 < count <= MAX_DIGESTS):
+            raise Refusal(Status.BAD_REQUEST, f"offset must be 0..{total} and count 1..{MAX_DIGESTS}")
+        base = self._running_offset(section)
+        digests = b"".join(
+            hashlib.sha256(self.flash.read(base + i * block, block)).digest()[:8]
+            for i in range(first, min(total, first + count))
+        )
+        return {"block": block, "offset": first, "total": total, "digests": base64.b64encode(digests).decode()}
 
     def _running_slot(self, section: SectionSpec) -> SlotState:
         return self.meta.sections[section.name].slots[self.running[section.name]]
@@ -402,9 +454,15 @@ class Device:
             raise Refusal(Status.BAD_REQUEST, "the image is empty" if size == 0 else "size must not be negative")
         if size > section.size:
             raise Refusal(Status.TOO_LARGE, f"image of {size} bytes does not fit section {section.name!r} ({section.size} bytes)")
+        encoding = args.get("encoding")
+        if encoding is not None and (encoding not in ENCODINGS or not self.profile.deflate_window_bits):
+            raise Refusal(Status.UNSUPPORTED, f"unsupported encoding {encoding!r} (supported: {', '.join(self.info()['encodings']) or 'none'})")
+        keep = self._keep_bitmap(args.get("keep"), size)
         if self._check_version(section, version, bool(args.get("force", False))):
             return {"unchanged": True, "msg": f"{section.name} already runs version {version}"}, None
         slot = self._target_slot(section)
+        if ("blob" in args) and (encoding or keep):
+            raise Refusal(Status.BAD_REQUEST, "encoding and keep go with a streamed image (size), not blob")
         if "blob" in args:
             self._abandon("superseded by an inline Update")
             probe = Transfer(0, cmd.id, b"", section, size, sig, version, slot, 0, size)
@@ -414,17 +472,48 @@ class Device:
             return self._finish(t), None  # raises Refusal on failure
         key = self._transfer_key(section, size, sig, version, slot)
         if self.transfer is not None and self.transfer.key == key:
-            t = self.transfer  # the host repeated the command: tell it where we are
+            t = self.transfer  # the host repeated the command: a new session from the last whole sector
             t.cmd_id, t.frame, t.nak_sent = cmd.id, frame, False
+            self._restart_session(t)
         else:
             self._abandon("superseded by a new Update")
             t = self._open_transfer(cmd.id, section, size, sig, version, slot, args.get("resume", True), key)
             t.frame = frame
             self.transfer = t
+        t.encoding, t.keep = encoding, keep
+        self._new_stream(t)
         if t.next_offset >= size:
             self.transfer = None
             return self._finish(t), None
         return None, self._ready(t)
+
+    def _keep_bitmap(self, text: Any, size: int) -> bytes:
+        if text is None:
+            return b""
+        block = self.profile.sector_size
+        try:
+            keep = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise Refusal(Status.BAD_REQUEST, "keep is not valid base64") from None
+        blocks = -(-size // block)
+        if len(keep) != -(-blocks // 8):
+            raise Refusal(Status.BAD_REQUEST, f"keep must hold one bit for each of the {blocks} blocks of {block} bytes")
+        if size % block and keep[(blocks - 1) // 8] >> ((blocks - 1) % 8) & 1:
+            raise Refusal(Status.BAD_REQUEST, "the last, partial block cannot be kept")
+        return keep
+
+    def _new_stream(self, t: Transfer) -> None:
+        """A stream (re)starts at t.next_offset: DATA offsets count from there."""
+        t.stream_offset = t.acked = t.next_offset
+        t.inflater = zlib.decompressobj(-self.profile.deflate_window_bits) if t.encoding == "deflate" else None
+        t.source_offset = self._running_offset(t.section)
+        self._copy_kept(t)
+
+    def _restart_session(self, t: Transfer) -> None:
+        staged = self.staging.staged_bytes(t.size)
+        t.next_offset, t.carry = staged or 0, bytearray()
+        if staged is None:
+            self._flash_op(self.staging.start, t.key, t.size, t.section.name)
 
     @staticmethod
     def _transfer_key(section: SectionSpec, size: int, sig: dict[str, Any], version: str | None, slot: int) -> bytes:
@@ -470,32 +559,67 @@ class Device:
         t = self.transfer
         if t is None or f.xfer != t.xfer:
             return b""  # a stale transfer's chunk: nothing to say
-        if f.offset != t.next_offset or f.offset + len(f.data) > t.size:
-            if f.offset > t.next_offset and not t.nak_sent:
+        if f.offset != t.stream_offset:
+            if f.offset > t.stream_offset and not t.nak_sent:
                 t.nak_sent = True  # one NAK per gap, or every chunk in flight would rewind the host
-                t.acked = t.next_offset
-                return encode_frame(AckFrame(t.xfer, t.next_offset, nak=True))
-            if f.offset < t.next_offset:
-                t.acked = t.next_offset
-                return encode_frame(AckFrame(t.xfer, t.next_offset))  # duplicate: harmless
+                t.acked = t.stream_offset
+                return encode_frame(AckFrame(t.xfer, t.stream_offset, nak=True))
+            if f.offset < t.stream_offset:
+                t.acked = t.stream_offset
+                return encode_frame(AckFrame(t.xfer, t.stream_offset))  # duplicate: harmless
             return b""
         t.nak_sent = False
+        t.stream_offset += len(f.data)
         try:
-            self._accept(t, f.data)
+            self._feed(t, self._inflate(t, f.data) if t.inflater is not None else [f.data])
         except Refusal as exc:
             return self._end_transfer(t, exc.status, exc.msg)
         if t.next_offset < t.size:
             # Every other chunk is enough: the host still has half its window to send meanwhile.
-            if t.next_offset - t.acked < max(self.profile.chunk, self._window() // 2):
+            if t.stream_offset - t.acked < max(self.profile.chunk, self._window() // 2):
                 return b""
-            t.acked = t.next_offset
-            return encode_frame(AckFrame(t.xfer, t.next_offset))
-        out = encode_frame(AckFrame(t.xfer, t.next_offset))
+            t.acked = t.stream_offset
+            return encode_frame(AckFrame(t.xfer, t.stream_offset))
+        out = encode_frame(AckFrame(t.xfer, t.stream_offset))
         try:
             result = self._finish(t)
         except Refusal as exc:
             return out + self._end_transfer(t, exc.status, exc.msg)
         return out + self._end_transfer(t, Status.OK, None, result)
+
+    def _inflate(self, t: Transfer, data: bytes) -> Iterator[bytes]:
+        """Inflate in bounded steps: a small frame may stand for a lot of image."""
+        step = self.profile.sector_size
+        try:
+            out = t.inflater.decompress(data, step)
+            while out:
+                yield out
+                out = t.inflater.decompress(t.inflater.unconsumed_tail, step) if t.inflater.unconsumed_tail else b""
+        except zlib.error as exc:
+            raise Refusal(Status.BAD_REQUEST, f"the deflate stream is corrupt ({exc})") from None
+
+    def _feed(self, t: Transfer, pieces: Iterable[bytes]) -> None:
+        """Image bytes from the stream go to the next block that is not kept."""
+        sector = self.profile.sector_size
+        for data in pieces:
+            pos = 0
+            while pos < len(data):
+                if t.next_offset >= t.size:
+                    raise Refusal(Status.BAD_REQUEST, "the stream holds more bytes than the image")
+                take = min(len(data) - pos, sector - t.next_offset % sector, t.size - t.next_offset)
+                self._accept(t, data[pos : pos + take])
+                pos += take
+                self._copy_kept(t)
+
+    def _copy_kept(self, t: Transfer) -> None:
+        """Copy the kept blocks at t.next_offset from the running image (they are not on the wire)."""
+        sector = self.profile.sector_size
+        while t.next_offset < t.size and t.next_offset % sector == 0 and t.keep:
+            index = t.next_offset // sector
+            if not t.keep[index // 8] >> (index % 8) & 1:
+                return
+            n = min(sector, t.size - t.next_offset)
+            self._accept(t, self.flash.read(t.source_offset + t.next_offset, n))
 
     def _accept(self, t: Transfer, data: bytes) -> None:
         """Program `data` at t.next_offset into staging, erasing sectors as they are entered."""

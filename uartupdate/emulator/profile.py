@@ -92,6 +92,10 @@ class Profile:
     access_key: str | None = None
     #: Public keys (PEM) whose signatures the bootloader trusts.
     trusted_keys: tuple[bytes, ...] = ()
+    #: Largest deflate window (2**bits bytes) the device can inflate with; 0: no compression.
+    deflate_window_bits: int = 15
+    #: Baud rates the device can switch to (Sys.SetBaud).
+    bauds: tuple[int, ...] = (115200, 230400, 460800, 921600, 1000000, 2000000, 3000000)
 
     def section(self, name: str) -> SectionSpec | None:
         return next((s for s in self.sections if s.name == name), None)
@@ -117,6 +121,8 @@ class Profile:
                 sections=tuple(_section(s) for s in d["sections"]),
                 trusted_keys=tuple(_keys(d.get("keys", []), base)),
                 access_key=str(d["access_key"]) if d.get("access_key") is not None else None,
+                deflate_window_bits=int(link.get("deflate_window_bits", 15)),
+                bauds=tuple(int(b) for b in link.get("bauds", cls.bauds)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"device profile is missing or mistypes {exc}") from None
@@ -129,6 +135,8 @@ class Profile:
             raise ProfileError("flash size, sector size and write alignment do not divide")
         if not 64 <= self.chunk <= 0xFFFF or self.chunk % self.write_align:
             raise ProfileError("link.chunk must be 64..65535 and a multiple of the write alignment")
+        if self.deflate_window_bits and not 9 <= self.deflate_window_bits <= 15:
+            raise ProfileError("link.deflate_window_bits must be 9..15, or 0 for no compression")
         if self.max_frame < self.chunk + 64 or self.buffers < 1:
             raise ProfileError("link.max_frame must hold a chunk and its header; buffers >= 1")
         if self.metadata.size < 2 * sector:

@@ -311,7 +311,7 @@ def _update_many(args: argparse.Namespace, ports: list[str], image: Any) -> int:
     try:
         results = update_many(
             ports, args.section, image, connect=lambda port: _client(args, port, key), version=args.image_version,
-            inline=args.inline, resume=not args.no_resume,
+            inline=args.inline, resume=not args.no_resume, force=getattr(args, "force", False),
             on_progress=reporter.progress if reporter else None, on_done=reporter.done if reporter else None,
             after=lambda client: _reset(client, args.after, "--after"),
         )

@@ -44,6 +44,7 @@ if "uartupdate.emulator" not in serial.protocol_handler_packages:
 DEFAULT_SRC = "uartupdate"
 LIST_SECTIONS = "/v1/SWUpdate.ListSections"
 UPDATE = "/v1/SWUpdate.Update"
+STATUS = "/v1/SWUpdate.Status"
 
 Progress = Callable[[int, int], None]
 
@@ -336,6 +337,7 @@ class Client:
         if force:
             args["force"] = True
         start, out0, in0 = time.monotonic(), self.bytes_out, self.bytes_in
+        link0, device0 = self.link_stats.copy(), self._device_errors()
         stats, resumed_from = TransferStats(), 0
         if inline:
             args["blob"] = base64.b64encode(img.read(0, img.size)).decode()
@@ -350,39 +352,96 @@ class Client:
             request = env.request(self.src, self.dst, key=self.key, cmds=[env.command(UPDATE, cid, args)])
             response, stats, resumed_from = self._stream(request, args, cid, img, progress)
             device_result = self._result(response, cid, UPDATE)
+        device1 = self._device_errors()
         return UpdateResult(
             section, img.size, time.monotonic() - start, resumed_from,
             self.bytes_out - out0, self.bytes_in - in0, stats,
             device_result if isinstance(device_result, dict) else None,
+            self.link_stats.since(link0),
+            None if device0 is None or device1 is None else {k: device1[k] - device0[k] for k in device1},
         )
+
+    def _device_errors(self) -> dict[str, int] | None:
+        """The device's own count of dropped frames, when the host can see it (emu://)."""
+        stats = getattr(getattr(self.port, "device", None), "stats", None)
+        if not isinstance(stats, dict):
+            return None
+        return {"frame_errors": int(stats.get("frame_errors", 0)), "crc_errors": int(stats.get("crc_errors", 0))}
 
     def _stream(
         self, request: dict[str, Any], args: dict[str, Any], cid: int, img: Image, progress: Progress | None
     ) -> tuple[dict[str, Any], TransferStats, int]:
-        """Send `request` (whose Update `cid` has `args`), stream `img`; the response envelope."""
+        """Send `request` (whose Update `cid` has `args`), stream `img`; the response envelope.
+
+        When the stream stalls (nothing acknowledged for the timeout, after retransmissions),
+        the host asks again with the same request (SPEC 9): the device answers with a READY
+        where it stands, and streaming goes on. When every byte has gone out but the answer
+        does not come, the host first asks the device's Status whether the image is in
+        place (a lost answer), before it sends the image again.
+        """
         frame = JsonFrame(env.dumps(request))
-        first = self._await_ready(frame, cid)
-        if isinstance(first, dict):  # answered at once: refused, or the image was already staged whole
-            if progress:
-                progress(img.size, img.size)
-            return first, TransferStats(), img.size
-        ready = first
-        if ready.offset and hashlib.sha256(img.read(0, ready.offset)).digest() != ready.prefix_sha256:
-            # The device holds a prefix that is not ours: drop it and start over.
-            self._write(AbortFrame(ready.xfer))
-            self._await_answer(cid, time.monotonic() + self.timeout)
-            args["resume"] = False
-            return self._stream(request, args, cid, img, progress)
+        total = TransferStats()
+        resumed_from: int | None = None
+        stalls = 0
+        restarted = False
+        while True:
+            first = self._await_ready(frame, cid)
+            if isinstance(first, dict):  # answered at once: refused, or the image was already staged whole
+                if progress:
+                    progress(img.size, img.size)
+                return first, total, img.size if resumed_from is None else resumed_from
+            ready = first
+            start_over = resumed_from is None and args.get("resume") is False and not restarted  # §8.1: an open transfer goes on
+            if ready.offset and (start_over or hashlib.sha256(img.read(0, ready.offset)).digest() != ready.prefix_sha256):
+                # The device holds a prefix that is not ours, or the caller asked to start over: drop it.
+                self._write(AbortFrame(ready.xfer))
+                self._await_answer(cid, time.monotonic() + self.timeout)
+                args["resume"] = False
+                restarted = True
+                frame = JsonFrame(env.dumps(request))
+                continue
+            if resumed_from is None:
+                resumed_from = ready.offset
+            answer, sender, sent_all = self._send_image(ready, cid, img, progress)
+            total.add(sender.stats)
+            if answer is not None:
+                return answer, total, resumed_from
+            stalls = 1 if sender.acked > ready.offset else stalls + 1
+            waiting = (
+                "the answer after the last byte" if sender.done else f"acknowledgement of byte {sender.acked}"
+            )
+            if sent_all:  # the device may have taken it all and its answer been lost
+                answer = self._installed(cid, args, img)
+                if answer is not None:
+                    return answer, total, resumed_from
+            if stalls > self.retries:
+                raise LinkTimeout(
+                    f"{self.name}: no {waiting} for {self.timeout:g} s, {stalls} times; "
+                    "run the same update again to resume"
+                )
+            self.link_stats.retries += 1
+
+    def _send_image(
+        self, ready: ReadyFrame, cid: int, img: Image, progress: Progress | None
+    ) -> tuple[dict[str, Any] | None, Sender, bool]:
+        """Stream from READY on: (the answer, or None when the stream stalled; the sender; every byte sent)."""
         now = time.monotonic()
-        wire_seconds = ready.window * 10 / max(1, getattr(self.port, "baudrate", 115200) or 115200)
-        sender = Sender(img.size, ready.offset, ready.chunk, ready.window, 0.25 + 2 * wire_seconds, now)
+        baud = max(1, getattr(self.port, "baudrate", 115200) or 115200)
+        wire_seconds = ready.window * 10 / baud
+        sender = Sender(
+            img.size, ready.offset, ready.chunk, ready.window, 0.25 + 2 * wire_seconds, now,
+            min_chunk=MIN_CHUNK, min_retransmit=0.05 + 2 * ready.chunk * 10 / baud,
+        )
         last_progress = now
+        high = ready.offset
         while True:
             now = time.monotonic()
             chunks = sender.poll(now)
             if chunks:
                 self._write(*(DataFrame(ready.xfer, off, img.read(off, n)) for off, n in chunks))
-            got = self._receive(now + self.timeout if sender.done else sender.deadline())
+                high = max(high, chunks[-1][0] + chunks[-1][1])
+            awaiting = "the answer to Update" if sender.done else f"acknowledgement of byte {sender.acked}"
+            got = self._receive(now + self.timeout if sender.done else sender.deadline(), awaiting)
             now = time.monotonic()
             if isinstance(got, AckFrame) and got.xfer == ready.xfer:
                 before = sender.acked
@@ -394,13 +453,45 @@ class Client:
             elif got is not None:
                 answer = self._response_for(got, {cid})
                 if answer is not None:
-                    return answer, sender.stats, ready.offset
+                    return answer, sender, high >= img.size
             if now - last_progress > self.timeout + sender.retransmit_after:  # at least one resend first
-                waiting = "its answer after the last byte" if sender.done else f"acknowledgement of byte {sender.acked}"
-                raise LinkTimeout(
-                    f"{self.name}: no {waiting} for {self.timeout:g} s; run the same update again to resume"
-                )
+                return None, sender, high >= img.size
 
+    def _installed(self, cid: int, args: dict[str, Any], img: Image) -> dict[str, Any] | None:
+        """After a lost answer: the Update's answer, or one made from Status when the image is in place.
+
+        The device serves one frame at a time, so by the time Status is answered any answer to
+        the Update has been sent; Status says whether the section (or its pending slot) now
+        holds this image. None when it does not, or the device does not know Status.
+        """
+        sid = self.new_id()
+        probe = env.request(self.src, self.dst, key=self.key, cmds=[env.command(STATUS, sid)])
+        try:
+            resp = self._exchange(JsonFrame(env.dumps(probe)), {sid, cid}, self.timeout, "the answer to Status")
+        except LinkTimeout:
+            return None
+        answers = {a.get("id"): a for a in resp["resp"] if isinstance(a, dict)}
+        if cid in answers:
+            return resp
+        status = answers.get(sid) or answers.get(env.FRAME_ID)
+        if not status or status.get("status") != 0 or not isinstance(status.get("resp"), list):
+            return None
+        version = args.get("version")
+        for section in status["resp"]:
+            if not isinstance(section, dict) or section.get("section") != args["section"]:
+                continue
+            for slot in section.get("slots") or []:
+                if (
+                    isinstance(slot, dict)
+                    and slot.get("sha256") == img.sha256.hex()
+                    and slot.get("size") == img.size
+                    and (version is None or slot.get("version") == version)
+                ):
+                    result: dict[str, Any] | None = None
+                    if section.get("pending") is not None:
+                        result = {"slot": slot.get("slot"), "pending": section.get("pending") == slot.get("slot")}
+                    return env.response(str(resp.get("src", "")), self.src, [env.answer(cid, result=result)])
+        return None
     def call_with_blob_url(
         self,
         envelope: dict[str, Any],
@@ -440,19 +531,24 @@ class Client:
         return response
 
     def _await_ready(self, frame: Frame, cid: int) -> ReadyFrame | dict[str, Any]:
-        for _ in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.link_stats.retries += 1
             self._write(frame)
             deadline = time.monotonic() + self.timeout
-            while (got := self._receive(deadline)) is not None:
+            while (got := self._receive(deadline, "the answer to Update")) is not None:
                 if isinstance(got, ReadyFrame):
                     return got
                 answer = self._response_for(got, {cid})
                 if answer is not None:
                     return answer
-        raise LinkTimeout(f"no answer from {self.name} to Update after {self.retries + 1} tries of {self.timeout:g} s")
+        raise LinkTimeout(
+            f"{self.name}: no answer to Update after {self.retries + 1} tries of {self.timeout:g} s "
+            "(is the device in its bootloader, and the baud rate right?)"
+        )
 
     def _await_answer(self, cid: int, deadline: float) -> dict[str, Any] | None:
-        while (got := self._receive(deadline)) is not None:
+        while (got := self._receive(deadline, "the answer to Update")) is not None:
             answer = self._response_for(got, {cid})
             if answer is not None:
                 return answer

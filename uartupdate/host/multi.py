@@ -77,6 +77,7 @@ def update_one(
     version: str | None = None,
     inline: bool = False,
     resume: bool = True,
+    force: bool = False,
     progress: Callable[[int, int], None] | None = None,
     before: Callable[[Client], None] | None = None,
     after: Callable[[Client], None] | None = None,
@@ -89,7 +90,8 @@ def update_one(
         with connect(port) as client:
             if before is not None:
                 before(client)
-            result = client.update(section, img, version, progress=progress, inline=inline, resume=resume)
+            result = client.update(section, img, version, progress=progress, inline=inline, resume=resume,
+                                   **({"force": True} if force else {}))
             if after is not None:
                 after(client)
         return BoardResult(port, True, result.seconds, result.size, result=result)
@@ -108,6 +110,7 @@ def update_many(
     version: str | None = None,
     inline: bool = False,
     resume: bool = True,
+    force: bool = False,
     on_progress: Callable[[str, int, int], None] | None = None,
     on_done: Callable[[BoardResult], None] | None = None,
     before: Callable[[Client], None] | None = None,
@@ -122,7 +125,7 @@ def update_many(
     def work(i: int, port: str) -> None:
         progress = (lambda done, total: on_progress(port, done, total)) if on_progress else None
         r = update_one(port, section, image, connect=connect, version=version, inline=inline, resume=resume,
-                       progress=progress, before=before, after=after)
+                       force=force, progress=progress, before=before, after=after)
         results[i] = r
         if on_done is not None:
             on_done(r)
@@ -171,7 +174,7 @@ class ProgressLines:
         self.ports = ports
         self.total = total
         self.stream = stream
-        self.state: dict[str, tuple[int, float, str]] = {p: (0, time.monotonic(), "") for p in ports}
+        self.state: dict[str, tuple[int, float, str]] = {p: (0, 0.0, "") for p in ports}  # done, finished at, word
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._drawn = 0
@@ -186,14 +189,14 @@ class ProgressLines:
     def done(self, r: BoardResult) -> None:
         with self._lock:
             text = "done" if r.ok else "FAILED"
-            self.state[r.port] = (r.size if r.ok else self.state[r.port][0], self.state[r.port][1], text)
+            self.state[r.port] = (r.size if r.ok else self.state[r.port][0], time.monotonic(), text)
 
     def _line(self, port: str) -> str:
-        done, _, end = self.state[port]
+        done, finished_at, end = self.state[port]
         width = 24
         frac = done / self.total if self.total else 1.0
         bar = "#" * int(frac * width) + "." * (width - int(frac * width))
-        elapsed = max(1e-6, time.monotonic() - self.started)
+        elapsed = max(1e-6, (finished_at if end else time.monotonic()) - self.started)
         return f"{port:<16} [{bar}] {100 * frac:5.1f}%  {done / 1000:8.1f} kB  {done / elapsed / 1000:6.1f} kB/s  {end}"
 
     def _draw(self) -> None:

@@ -504,10 +504,10 @@ class Device:
 
     def _new_stream(self, t: Transfer) -> None:
         """A stream (re)starts at t.next_offset: DATA offsets count from there."""
-        t.stream_offset = t.acked = t.next_offset
         t.inflater = zlib.decompressobj(-self.profile.deflate_window_bits) if t.encoding == "deflate" else None
         t.source_offset = self._running_offset(t.section)
         self._copy_kept(t)
+        t.stream_offset = t.acked = t.next_offset
 
     def _restart_session(self, t: Transfer) -> None:
         staged = self.staging.staged_bytes(t.size)

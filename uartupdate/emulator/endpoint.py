@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import select
+import termios
 import time
 import tty
 from collections import deque
@@ -31,6 +32,14 @@ from .device import Device
 from .faults import LinkFaults
 
 SLICE = 256  # bytes delivered to the device at once on a paced line
+BAUD_FALLBACK_SECONDS = 2.0  # no valid frame at a new rate for this long: back to the old one
+BAUD_IDLE_SECONDS = 10.0  # no valid frame at all for this long: back to the starting rate
+TERMIOS_BAUDS = {
+    getattr(termios, f"B{b}"): b
+    for b in (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000,
+              1500000, 2000000, 2500000, 3000000, 3500000, 4000000)
+    if hasattr(termios, f"B{b}")
+}
 
 
 class PacedLine:
@@ -40,6 +49,9 @@ class PacedLine:
         self.byte_time = 10.0 / baud  # start + 8 data + stop bits
         self.latency = latency
         self._free_at = 0.0
+
+    def set_baud(self, baud: int) -> None:
+        self.byte_time = 10.0 / baud
 
     def arrival(self, sent_at: float, length: int) -> float:
         start = max(sent_at, self._free_at)
@@ -64,6 +76,11 @@ class PtyEndpoint:
         self._open_pty()
         self.rx = PacedLine(baud, latency) if baud else None  # host -> device
         self.tx = PacedLine(baud, latency) if baud else None  # device -> host
+        self.baud = baud
+        self.initial_baud = baud
+        self._last_frames = (0.0, 0)  # (when the device's frame count last grew, that count)
+        self._switch: tuple[float, int] | None = None  # (when, baud): Sys.SetBaud once its answer is out
+        self._fallback: tuple[float, int, int] | None = None  # (deadline, old baud, frames seen at switch)
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -110,6 +127,46 @@ class PtyEndpoint:
         if self.on_reconnect:
             self.on_reconnect(self.path)
 
+    def _set_baud(self, baud: int) -> None:
+        self.baud = baud
+        for line in (self.rx, self.tx):
+            if line is not None:
+                line.set_baud(baud)
+
+    def _baud_events(self, now: float) -> None:
+        """Switch after a Sys.SetBaud answer; go back if no valid frame comes at the new rate."""
+        if self._switch is not None and now >= self._switch[0]:
+            old = self.baud
+            self._set_baud(self._switch[1])
+            self._switch = None
+            if old is not None:
+                self._fallback = (now + BAUD_FALLBACK_SECONDS, old, self.device.stats["frames"])
+        frames_now = self.device.stats["frames"]
+        if frames_now != self._last_frames[1]:
+            self._last_frames = (now, frames_now)
+        elif self.baud != self.initial_baud and now - self._last_frames[0] > BAUD_IDLE_SECONDS:
+            self._set_baud(self.initial_baud)  # a host gone quiet reconnects at the starting rate
+        if self._fallback is not None:
+            deadline, old, frames = self._fallback
+            if self.device.stats["frames"] > frames:
+                self._fallback = None  # the host speaks the new rate
+            elif now >= deadline:
+                self._set_baud(old)
+                self._fallback = None
+
+    def _garble_if_mismatched(self, data: bytes) -> bytes:
+        """Bytes sent at another rate than the line's arrive as garbage, as on a real UART."""
+        if self.rx is None or self.baud is None or self._slave < 0:
+            return data
+        try:
+            speed = termios.tcgetattr(self._slave)[4]
+        except termios.error:
+            return data
+        host_baud = TERMIOS_BAUDS.get(speed)
+        if host_baud is None or host_baud == self.baud:
+            return data
+        return bytes(b ^ (r | 1) for b, r in zip(data, os.urandom(len(data))))
+
     def serve(self, should_stop: Callable[[], bool]) -> None:
         """Run until should_stop() is true (checked at least every 100 ms)."""
         os.set_blocking(self.master, False)
@@ -119,6 +176,7 @@ class PtyEndpoint:
         device_free_at = 0.0
         while not should_stop():
             now = time.monotonic()
+            self._baud_events(now)
             while deliveries and deliveries[0][0] <= now:
                 at, data = deliveries.popleft()
                 reply = self.device.receive(data)
@@ -129,6 +187,9 @@ class PtyEndpoint:
                 elif reply:
                     due = self.tx.arrival(device_free_at, len(reply)) if self.tx else device_free_at
                     outputs.append((due, reply))
+                if self.device.requested_baud is not None:  # switch once the answer is on the wire
+                    self._switch = (outputs[-1][0] if outputs else device_free_at, self.device.requested_baud)
+                    self.device.requested_baud = None
             while outputs and outputs[0][0] <= now:
                 pending += outputs.popleft()[1]
             if pending:
@@ -154,6 +215,7 @@ class PtyEndpoint:
                 continue
             self.bytes_in += len(data)
             now = time.monotonic()
+            data = self._garble_if_mismatched(data)
             pieces = [(now, data)]
             if self.faults is not None:
                 unplugs = self.faults.unplugs

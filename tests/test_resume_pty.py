@@ -86,7 +86,7 @@ def test_device_killed_mid_transfer_resumes_after_power_up(tmp_path: Path) -> No
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["resumed_from"] > 0
         listing = subprocess.run(
-            [sys.executable, "-m", "uartupdate", "list", "--port", port, "--json"], capture_output=True, text=True
+            [sys.executable, "-m", "uartupdate", "list", "--port", port, "--baud", BAUD, "--json"], capture_output=True, text=True
         )
         assert {"section": "firmware", "version": "9.9", "writable": True} in json.loads(listing.stdout)
     finally:

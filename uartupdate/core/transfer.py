@@ -7,18 +7,24 @@ retransmission timeout rewinds sending to the acknowledged offset.
 
 On a noisy line the sender adapts, when asked to (`min_chunk`, `min_retransmit`):
 
-* **chunk size**: a frame of n bytes survives a bit-error rate p with probability about
-  (1 - p)^(8n), and after a loss Go-Back-N keeps only the clean frames before it. At a
-  bit-error rate of 1e-4 a 2 KiB frame is almost always hit, a 128-byte one seldom.
-  Every loss (a NAK or a timeout) halves the chunk, at most once per window of data in
-  flight (one burst of noise is one loss), down to `min_chunk`; every run of clean data
-  worth GROW_AFTER chunks doubles it again, up to what the device advertised. Lengths stay
+* **chunk size and data in flight**: Go-Back-N keeps, of each burst, the clean frames
+  before the first loss, and pays for the rest. The sender estimates the rate of loss per
+  byte on the wire (each NAK or timeout is one loss; the count decays, so the estimate
+  follows a line that gets better or worse) and picks the chunk from it: a frame of n
+  bytes survives with s = (1 - p)^(n + overhead), a burst then delivers about
+  n * s / (1 - s) bytes, and the sender takes the largest chunk (from the device's, halving
+  down to `min_chunk`) that delivers at least FAIR of the best. At a bit-error rate of 1e-4
+  a 2 KiB frame is almost always hit and 256 bytes is chosen; on a clean line, or one that
+  loses whole frames whatever their size, the device's chunk stays. Once losses are
+  expected within a window, the data in flight is cut to what the device must receive
+  before it acknowledges, plus a chunk (SPEC 8.2), so a loss wastes less. Lengths stay
   multiples of 4 (SPEC 8.2), except the image's last bytes.
 * **retransmission timeout**: measured round trips (the ACK of a chunk sent once, Karn's
   rule) set it as TCP does (RFC 6298: smoothed RTT + 4 x variance), between
   `min_retransmit` and the `retransmit_after` the caller gives as the ceiling; a timeout
   doubles it until the next measurement. A lost last chunk, which has no successor to
   make the device NAK, then costs a few round trips instead of a fixed quarter second.
+  The caller may give a first measurement (`rtt`: its Update request and the READY).
 """
 
 from __future__ import annotations
@@ -26,8 +32,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-#: Clean chunks (acknowledged without a loss) after which an adaptive sender doubles its chunk.
-GROW_AFTER = 16
+#: An adaptive sender takes the largest chunk that delivers at least this share of the best one.
+FAIR = 0.8
+#: Bytes a DATA frame costs besides its data: kind, xfer, offset, CRC, COBS, delimiter.
+FRAME_OVERHEAD = 14
+#: The loss estimate forgets: its counts halve each time this many bytes have been sent.
+MEMORY = 256 * 1024
 
 
 @dataclass
@@ -59,6 +69,8 @@ class Sender:
         *,
         min_chunk: int | None = None,
         min_retransmit: float | None = None,
+        rtt: float | None = None,
+        ack_every: int | None = None,
     ) -> None:
         if chunk <= 0 or window < chunk:
             raise ValueError("the device advertised a chunk or window the host cannot use")
@@ -71,16 +83,23 @@ class Sender:
         self._max_rto = retransmit_after
         self._min_rto = min_retransmit
         self._min_chunk = None if min_chunk is None else max(4, min(min_chunk, chunk))
+        #: Bytes the sender lets be in flight: the window, less on a noisy line (never below
+        #: what the device needs to receive before it acknowledges, plus a chunk).
+        self.limit = window
+        self._ack_every = ack_every if ack_every is not None else max(chunk, window // 2)
         self.acked = offset
         self.next = offset
         self._high = offset  # highest offset ever sent, to count resent bytes
         self._last_progress = now
-        self._recover = offset  # losses below this offset belong to a loss already reacted to
-        self._clean = 0  # bytes acknowledged since the last loss or chunk change
+        self._repeat = False  # send the next chunk twice
+        self._losses = 0.0  # NAKs and timeouts, decayed
+        self._wire = 0.0  # bytes the device judged (taken, or lost in a frame), decayed alike
         self._sent: deque[tuple[int, float, bool]] = deque()  # (end offset, when, first time) in flight
         self._srtt: float | None = None
         self._rttvar = 0.0
         self.stats = TransferStats(smallest_chunk=chunk)
+        if rtt is not None and min_retransmit is not None:
+            self._measure(rtt)  # a first round trip measured by the caller (its request and the READY)
 
     @property
     def done(self) -> bool:
@@ -89,14 +108,44 @@ class Sender:
     # ------------------------------------------------------------ adaptation
 
     def _on_loss(self) -> None:
-        self._clean = 0
-        if self._min_chunk is None or self.acked < self._recover:
-            return  # the same burst of noise: already reacted to
-        self._recover = self._high
-        smaller = max(self._min_chunk, (self.chunk // 2) // 4 * 4)
-        if smaller < self.chunk:
-            self.chunk = smaller
-            self.stats.smallest_chunk = min(self.stats.smallest_chunk, smaller)
+        if self._min_chunk is None:
+            return
+        self._losses += 1
+        self._exposed(self.chunk + FRAME_OVERHEAD)  # the frame that was lost
+
+    def _exposed(self, nbytes: float) -> None:
+        """Bytes the device has judged: clean ones it took, and lost frames."""
+        self._wire += nbytes
+        if self._wire > MEMORY:
+            self._wire /= 2
+            self._losses /= 2
+        self._adapt()
+
+    def _adapt(self) -> None:
+        """Chunk and data in flight for the loss rate seen so far."""
+        assert self._min_chunk is not None
+        p = self._losses / max(self._wire, 1.0)
+        if p <= 0:
+            chunk = self.max_chunk
+        else:
+            sizes = []
+            n = self.max_chunk
+            while True:
+                sizes.append(n)
+                smaller = (n // 2) // 4 * 4
+                if smaller < self._min_chunk or smaller == n:
+                    break
+                n = smaller
+            delivered = {}
+            for n in sizes:
+                survive = (1 - p) ** (n + FRAME_OVERHEAD) if p < 1 else 0.0
+                delivered[n] = n * survive / (1 - survive) if survive < 1 else float("inf")
+            best = max(delivered.values())
+            chunk = max(n for n in sizes if delivered[n] >= FAIR * best)
+        self.chunk = chunk
+        self.stats.smallest_chunk = min(self.stats.smallest_chunk, chunk)
+        expected = p * (self.window + FRAME_OVERHEAD * self.window / chunk)  # losses per window
+        self.limit = self.window if expected < 0.5 else min(self.window, self._ack_every + chunk)
 
     def _on_progress(self, advanced: int, now: float) -> None:
         if self._min_rto is not None:
@@ -106,12 +155,8 @@ class Sender:
                 sample = (now - when) if first else None  # Karn: no sample from a resent chunk
             if sample is not None:
                 self._measure(sample)
-        if self._min_chunk is None:
-            return
-        self._clean += advanced
-        if self._clean >= GROW_AFTER * self.chunk and self.chunk < self.max_chunk:
-            self.chunk = min(self.max_chunk, self.chunk * 2)
-            self._clean = 0
+        if self._min_chunk is not None and self._losses:
+            self._exposed(advanced * (1 + FRAME_OVERHEAD / self.chunk))
 
     def _measure(self, rtt: float) -> None:
         """RFC 6298, section 2."""
@@ -126,6 +171,7 @@ class Sender:
     def _rewind(self) -> None:
         self.next = self.acked
         self._sent.clear()
+        self._repeat = self._min_chunk is not None
 
     # ------------------------------------------------------------ events
 
@@ -154,9 +200,16 @@ class Sender:
         out = []
         while self.next < self.size:
             length = min(self.chunk, self.size - self.next)
-            if self.next + length > self.acked + self.window:
+            if self.next + length > self.acked + self.limit:
                 break  # only whole chunks: a short one would cost a header for little data
             out.append((self.next, length))
+            if self._repeat:  # the chunk that fills the gap goes twice (see the module's doc)
+                self._repeat = False
+                out.append((self.next, length))
+                self.stats.bytes_sent += length
+                self.stats.frames_sent += 1
+                self.stats.resent_frames += 1
+                self.stats.resent_bytes += length
             first = self.next >= self._high
             if not first:
                 self.stats.resent_bytes += min(length, self._high - self.next)
@@ -167,6 +220,11 @@ class Sender:
             self._high = max(self._high, self.next)
             if self._min_rto is not None:
                 self._sent.append((self.next, now, first))
+        if out and self._losses and self.next > self.acked:
+            # An empty chunk where the next one would start: if the last chunk of this burst
+            # is lost, the device sees a gap and NAKs now, instead of the sender timing out.
+            out.append((self.next, 0))
+            self.stats.frames_sent += 1
         return out
 
     def deadline(self) -> float:

@@ -46,7 +46,11 @@ def _link_options(p: argparse.ArgumentParser, many: bool = False) -> None:
                         "(ESP-style pulse into the bootloader), hard-reset, or steps like 'D0|R1|W0.1|D1|R0'")
     p.add_argument("--after", default="no-reset", type=check_sequence,
                    help="DTR/RTS sequence played when done: no-reset (default), hard-reset, or custom steps")
-    p.add_argument("--baud", "-b", type=int, default=115200, help="baud rate (default 115200)")
+    p.add_argument("--baud", "-b", type=int, default=115200,
+                   help="baud rate (default 115200); with --connect-baud, the rate to switch to")
+    p.add_argument("--connect-baud", type=int,
+                   help="connect at this (safe) rate, then switch both ends to --baud if the device offers it, "
+                        "falling back to this rate if the switch fails")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each answer (default 5)")
     p.add_argument("--retries", type=int, default=2, help="resends of a command that got no answer (default 2)")
     p.add_argument("--src", default=DEFAULT_SRC, help=f"this host's address in envelopes (default {DEFAULT_SRC})")
@@ -109,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", dest="image_version", help="version to record for the new image")
     p.add_argument("--inline", action="store_true", help="send the image as a base64 `blob` in one frame")
     p.add_argument("--no-resume", action="store_true", help="start over even if the device holds part of it")
+    p.add_argument("--full", action="store_true",
+                   help="send every block, even those the device already runs (no incremental update)")
+    p.add_argument("--no-compress", action="store_true", help="never deflate the stream")
     p.add_argument("--base", "--address", dest="base", type=_address, metavar="ADDR",
                    help="Intel HEX only: the section's start address (the hex must start there); "
                         "default: the hex's lowest address")
@@ -162,10 +169,13 @@ def _client(args: argparse.Namespace, port: str | None = None, key: str | None =
     port = port or args.port
     if not port:
         raise UsageError("no port given: use --port PORT (or set UARTUPDATE_PORT)")
-    client = Client(resolve_port(port), baud=args.baud, timeout=args.timeout, retries=args.retries, src=args.src,
+    start_baud = args.connect_baud or args.baud
+    client = Client(resolve_port(port), baud=start_baud, timeout=args.timeout, retries=args.retries, src=args.src,
                     dst=args.dst, key=key if key is not None else access_key(args))
     try:
         _reset(client, args.before, "--before")
+        if start_baud != args.baud and not client.switch_baud(args.baud):
+            _note(f"{port}: the device did not take {args.baud} baud; staying at {start_baud}")
     except BaseException:
         client.close()
         raise
@@ -235,6 +245,8 @@ def _progress_bar(total: int, enabled: bool) -> tuple[Callable[[int, int], None]
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, file=sys.stderr, leave=False)
 
     def update(done: int, size: int) -> None:
+        if bar.total != size:  # a deflated or delta stream is shorter than the image
+            bar.total = size
         bar.update(done - bar.n)
 
     return update, bar.close
@@ -285,7 +297,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         try:
             result = client.update(
                 args.section, image, args.image_version, progress=progress, inline=args.inline, resume=not args.no_resume,
-                force=args.force,
+                force=args.force, full=args.full, compress=not args.no_compress,
             )
         finally:
             done()

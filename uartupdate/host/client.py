@@ -15,6 +15,7 @@ from typing import Any, Callable
 import serial
 
 from ..core import envelope as env
+from ..core.envelope import Status
 from ..core.framing import (
     AbortFrame,
     AckFrame,
@@ -30,6 +31,7 @@ from ..core.framing import (
 from ..core.methods import method_name
 from ..core.transfer import Sender, TransferStats
 from .errors import DeviceError, ImageError, LinkError, LinkTimeout, UartUpdateError, UsageError
+from .delta import Source, StreamPlan, plan_stream
 from .image import Image, open_image
 
 try:
@@ -42,6 +44,7 @@ if "uartupdate.emulator" not in serial.protocol_handler_packages:
     serial.protocol_handler_packages.append("uartupdate.emulator")
 
 DEFAULT_SRC = "uartupdate"
+BAUD_FALLBACK_SECONDS = 2.5  # a little over the device's 2 s (SPEC: Sys.SetBaud)
 LIST_SECTIONS = "/v1/SWUpdate.ListSections"
 UPDATE = "/v1/SWUpdate.Update"
 STATUS = "/v1/SWUpdate.Status"
@@ -88,6 +91,9 @@ class LinkStats:
 GARBAGE_LIMIT = 4 * 65536
 #: Bytes without a valid frame that, when a wait ends without an answer, mean garbage, not silence.
 GARBAGE_AT_TIMEOUT = 4096
+#: ... provided they came in at least this many runs the decoder dropped (an answer spoilt by
+#: noise is one or two; line noise at the wrong baud rate holds a 00 every few hundred bytes).
+GARBAGE_RUNS = 4
 #: The smallest DATA chunk the host shrinks to on a noisy line (SPEC 8.2: multiples of 4).
 MIN_CHUNK = 128
 
@@ -171,14 +177,23 @@ class Client:
         self.bytes_out = 0
         self.bytes_in = 0
         self._decoder = FrameDecoder(max_frame=1 << 20)
+        self._info: dict[str, Any] | None = None
+        self._connect_baud: int | None = None  # set while switch_baud() holds the line at another rate
         self._inbox: list[Frame] = []
         self._ids = itertools.count(int(time.time() * 1000) % 1_000_000 + 1)
         self._fd: int | None = self.port.fd if PosixSerial and isinstance(self.port, PosixSerial) else None
         #: What went wrong on the line so far (UpdateResult.link holds one update's share).
         self.link_stats = LinkStats()
         self._junk = 0  # bytes received since the last valid frame
+        self._junk_errors = 0  # runs of bytes the decoder dropped since the last valid frame
+        self._ready_rtt: float | None = None  # seconds from the last Update request to its READY
 
     def close(self) -> None:
+        if self._connect_baud is not None:  # leave the device at the rate the next session connects at
+            try:
+                self.command("/v1/Sys.SetBaud", {"baud": self._connect_baud}, timeout=0.5)
+            except UartUpdateError:
+                pass  # it goes back by itself when the line stays quiet
         self.port.close()
 
     def __enter__(self) -> Client:
@@ -214,9 +229,10 @@ class Client:
     def _receive(self, until: float, awaiting: str = "an answer") -> Frame | None:
         """The next frame, reading until the monotonic time `until`; None when it passes.
 
-        The deadline holds even while bytes keep coming; bytes that hold no valid frame are
-        garbage once there are more than GARBAGE_LIMIT of them, or more than GARBAGE_AT_TIMEOUT
-        when the deadline passes: LinkError, since waiting or asking again will not help.
+        The deadline holds even while bytes keep coming. Bytes that hold no valid frame, in
+        several runs the decoder dropped (not one long answer spoilt by noise), are garbage
+        once there are more than GARBAGE_LIMIT of them, or more than GARBAGE_AT_TIMEOUT when
+        the deadline passes: LinkError, since waiting or asking again will not help.
         """
         while not self._inbox:
             try:
@@ -228,25 +244,36 @@ class Client:
             if data:
                 self.bytes_in += len(data)
                 valid = 0
+                errors = 0
                 for item in self._decoder.feed(data):
                     if isinstance(item, FrameError):
+                        errors += 1
                         self.link_stats.frame_errors += 1
                         if item.reason == FrameErrorReason.CRC:
                             self.link_stats.crc_errors += 1
                     else:
                         self._inbox.append(item)
                         valid += 1
-                self._junk = 0 if valid else self._junk + len(data)
-                if self._junk > GARBAGE_LIMIT:
+                if valid:
+                    self._junk = self._junk_errors = 0
+                else:
+                    self._junk += len(data)
+                    self._junk_errors += errors
+                if self._is_garbage(GARBAGE_LIMIT):
                     self._garbage(awaiting)
             if not self._inbox and time.monotonic() >= until:
-                if self._junk > GARBAGE_AT_TIMEOUT:
+                if self._is_garbage(GARBAGE_AT_TIMEOUT):
                     self._garbage(awaiting)
                 return None
         return self._inbox.pop(0)
 
+    def _is_garbage(self, limit: int) -> bool:
+        if self._junk_errors >= GARBAGE_RUNS:
+            return self._junk > limit
+        return self._junk > 2 * self._decoder.max_frame  # not even a delimiter: two of the largest frames
+
     def _garbage(self, awaiting: str) -> None:
-        junk, self._junk = self._junk, 0
+        junk, self._junk, self._junk_errors = self._junk, 0, 0
         raise LinkError(
             f"{self.name}: {junk} bytes arrived without one valid frame while awaiting {awaiting}: the device "
             "sends data that is not frames (wrong baud rate, or not in its bootloader?)"
@@ -311,6 +338,50 @@ class Client:
     def list_sections(self) -> list[dict[str, Any]]:
         return self.command(LIST_SECTIONS)
 
+    def device_info(self) -> dict[str, Any] | None:
+        """Sys.GetInfo (what the device affords), or None from a device without it."""
+        if self._info is None:
+            try:
+                self._info = self.command("/v1/Sys.GetInfo") or {}
+            except DeviceError as exc:
+                if exc.status != Status.NOT_IMPLEMENTED:
+                    raise
+                self._info = {}
+        return self._info or None
+
+    def block_digests(self, section: str) -> list[bytes]:
+        """The 8-byte digest of every block of the image `section` runs (SWUpdate.BlockDigests)."""
+        out: list[bytes] = []
+        while True:
+            page = self.command("/v1/SWUpdate.BlockDigests", {"section": section, "offset": len(out)})
+            raw = base64.b64decode(page["digests"])
+            out += [raw[i : i + 8] for i in range(0, len(raw), 8)]
+            if not raw or len(out) >= page["total"]:
+                return out
+
+    def switch_baud(self, goal: int, probe_timeout: float = 0.5) -> bool:
+        """Move both ends to `goal` baud (Sys.SetBaud), confirmed by a round trip at the new rate.
+
+        False, with the line back at the old rate, when the device does not offer it or the
+        round trip fails (the device goes back by itself when it hears nothing at the new rate).
+        """
+        old = self.port.baudrate
+        info = self.device_info()
+        if goal == old or not info or goal not in info.get("bauds", []):
+            return goal == old
+        self.command("/v1/Sys.SetBaud", {"baud": goal})
+        self.port.baudrate = goal
+        try:
+            self.command("/v1/Sys.GetInfo", timeout=probe_timeout)  # retries x probe_timeout < the fallback
+            self._connect_baud = old
+            return True
+        except LinkError:
+            self.port.baudrate = old
+            time.sleep(BAUD_FALLBACK_SECONDS)  # the device's own fallback
+            self.port.reset_input_buffer()
+            self.list_sections()  # the old rate works again, or LinkError says it does not
+            return False
+
     # ------------------------------------------------------------ update
 
     def update(
@@ -324,10 +395,14 @@ class Client:
         inline: bool = False,
         resume: bool = True,
         force: bool = False,
+        full: bool = False,
+        compress: bool = True,
     ) -> UpdateResult:
         """Write `image` (an Image, a path, a URL or a metadata document) to `section`.
 
         Returns once the device has verified and installed it; DeviceError if it refused.
+        Blocks the device already runs are kept rather than sent unless `full`, and the rest
+        is deflated when that pays unless not `compress` (host/delta.py).
         """
         img = image if isinstance(image, Image) else open_image(image)
         args: dict[str, Any] = {"section": section, "sig": sig or img.sig or {"alg": "sha256", "v": img.sha256.hex()}}
@@ -348,9 +423,17 @@ class Client:
             args["size"] = img.size
             if not resume:
                 args["resume"] = False
+            plan = None
+            if not full or compress:
+                info = self.device_info()
+                digests = None if full or not info else (lambda: self.block_digests(section))
+                plan = plan_stream(img, info, digests, compress)
+                args.update(plan.args() if plan else {})
             cid = self.new_id()
             request = env.request(self.src, self.dst, key=self.key, cmds=[env.command(UPDATE, cid, args)])
-            response, stats, resumed_from = self._stream(request, args, cid, img, progress)
+            response, stats, resumed_from = self._stream(request, args, cid, img, progress, plan)
+            if plan is not None and resumed_from <= plan.leading_kept_bytes():
+                resumed_from = 0  # the device copied those blocks itself: nothing was resumed
             device_result = self._result(response, cid, UPDATE)
         device1 = self._device_errors()
         return UpdateResult(
@@ -369,7 +452,13 @@ class Client:
         return {"frame_errors": int(stats.get("frame_errors", 0)), "crc_errors": int(stats.get("crc_errors", 0))}
 
     def _stream(
-        self, request: dict[str, Any], args: dict[str, Any], cid: int, img: Image, progress: Progress | None
+        self,
+        request: dict[str, Any],
+        args: dict[str, Any],
+        cid: int,
+        img: Image,
+        progress: Progress | None,
+        plan: StreamPlan | None = None,
     ) -> tuple[dict[str, Any], TransferStats, int]:
         """Send `request` (whose Update `cid` has `args`), stream `img`; the response envelope.
 
@@ -397,12 +486,15 @@ class Client:
                 self._write(AbortFrame(ready.xfer))
                 self._await_answer(cid, time.monotonic() + self.timeout)
                 args["resume"] = False
+                if plan is not None and args.pop("keep", None):  # a kept block may be what differs
+                    plan.keep[:] = bytes(len(plan.keep))
                 restarted = True
                 frame = JsonFrame(env.dumps(request))
                 continue
             if resumed_from is None:
                 resumed_from = ready.offset
-            answer, sender, sent_all = self._send_image(ready, cid, img, progress)
+            source = plan.stream_from(ready.offset) if plan is not None else img
+            answer, sender, sent_all = self._send_image(ready, cid, source, progress)
             total.add(sender.stats)
             if answer is not None:
                 return answer, total, resumed_from
@@ -422,7 +514,7 @@ class Client:
             self.link_stats.retries += 1
 
     def _send_image(
-        self, ready: ReadyFrame, cid: int, img: Image, progress: Progress | None
+        self, ready: ReadyFrame, cid: int, img: Source, progress: Progress | None
     ) -> tuple[dict[str, Any] | None, Sender, bool]:
         """Stream from READY on: (the answer, or None when the stream stalled; the sender; every byte sent)."""
         now = time.monotonic()
@@ -430,7 +522,7 @@ class Client:
         wire_seconds = ready.window * 10 / baud
         sender = Sender(
             img.size, ready.offset, ready.chunk, ready.window, 0.25 + 2 * wire_seconds, now,
-            min_chunk=MIN_CHUNK, min_retransmit=0.05 + 2 * ready.chunk * 10 / baud,
+            min_chunk=MIN_CHUNK, min_retransmit=0.05 + 2 * ready.chunk * 10 / baud, rtt=self._ready_rtt,
         )
         last_progress = now
         high = ready.offset
@@ -535,9 +627,11 @@ class Client:
             if attempt:
                 self.link_stats.retries += 1
             self._write(frame)
-            deadline = time.monotonic() + self.timeout
+            sent = time.monotonic()
+            deadline = sent + self.timeout
             while (got := self._receive(deadline, "the answer to Update")) is not None:
                 if isinstance(got, ReadyFrame):
+                    self._ready_rtt = time.monotonic() - sent  # a first round trip for the Sender
                     return got
                 answer = self._response_for(got, {cid})
                 if answer is not None:

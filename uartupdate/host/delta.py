@@ -48,6 +48,13 @@ class StreamPlan:
             out["keep"] = base64.b64encode(bytes(self.keep)).decode()
         return out
 
+    def leading_kept_bytes(self) -> int:
+        """Bytes at the start of the image the device copies itself (not a resumed transfer)."""
+        index = 0
+        while index * self.block < self.image.size and self.kept(index):
+            index += 1
+        return min(index * self.block, self.image.size)
+
     def kept(self, index: int) -> bool:
         return bool(self.keep and self.keep[index // 8] >> (index % 8) & 1)
 

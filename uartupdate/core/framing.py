@@ -44,6 +44,7 @@ ReadyBody = Struct(
 ).compile()
 AbortBody = Struct("xfer" / Int16ul).compile()
 DATA_HEADER_SIZE = DataHeader.sizeof()
+ACK_SIZE, READY_SIZE, ABORT_SIZE = AckBody.sizeof(), ReadyBody.sizeof(), AbortBody.sizeof()
 
 ACK_NAK = 0x01  # ACK flag: a gap was seen, resend from `offset`
 
@@ -106,23 +107,22 @@ class FrameError:
 
 def cobs_encode(data: bytes) -> bytes:
     """Consistent Overhead Byte Stuffing: no 0x00 in the output, +1 byte per 254."""
-    out = bytearray()
-    view = memoryview(data)
-    start = 0
+    out: list[bytes] = []
     blocks = data.split(b"\x00")
+    last = len(blocks) - 1
     for index, block in enumerate(blocks):
         length = len(block)
-        pos = start
-        while length - (pos - start) >= 254:
-            out.append(0xFF)
-            out += view[pos : pos + 254]
+        pos = 0
+        while length - pos >= 254:
+            out += (_CODES[0xFF], block[pos : pos + 254])
             pos += 254
-        rest = start + length - pos
-        if rest or not length or index < len(blocks) - 1:  # a final full run needs no closing code
-            out.append(rest + 1)
-            out += view[pos : pos + rest]
-        start += length + 1
-    return bytes(out)
+        rest = length - pos
+        if rest or not length or index < last:  # a final full run needs no closing code
+            out += (_CODES[rest + 1], block[pos:] if pos else block)
+    return b"".join(out)
+
+
+_CODES = [bytes([code]) for code in range(256)]
 
 
 def cobs_decode(encoded: bytes) -> bytes:
@@ -202,17 +202,17 @@ def parse_body(body: bytes) -> Frame | FrameError:
             h = DataHeader.parse(rest)
             return DataFrame(h.xfer, h.offset, rest[DATA_HEADER_SIZE:])
         if kind == Kind.ACK:
-            if len(rest) != AckBody.sizeof():
+            if len(rest) != ACK_SIZE:
                 raise ValueError
             a = AckBody.parse(rest)
             return AckFrame(a.xfer, a.offset, bool(a.flags & ACK_NAK))
         if kind == Kind.READY:
-            if len(rest) != ReadyBody.sizeof():
+            if len(rest) != READY_SIZE:
                 raise ValueError
             r = ReadyBody.parse(rest)
             return ReadyFrame(r.xfer, r.offset, r.chunk, r.window, bytes(r.prefix_sha256))
         if kind == Kind.ABORT:
-            if len(rest) != AbortBody.sizeof():
+            if len(rest) != ABORT_SIZE:
                 raise ValueError
             return AbortFrame(AbortBody.parse(rest).xfer)
     except ValueError:

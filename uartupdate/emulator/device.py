@@ -386,14 +386,15 @@ class Device:
         if not any(signing.alg_of(k) == alg for k in self.trusted_keys):
             raise Refusal(Status.INTEGRITY, f"this device trusts no key of type {alg}")
 
-    def _check_integrity(self, t: Transfer, digest: bytes) -> None:
+    def _check_integrity(
+        self, section: SectionSpec, size: int, sig: dict[str, str], version: str | None, digest: bytes
+    ) -> None:
         """The whole image is in: does it match sig (digest, or a trusted signature over it)?"""
-        sig = t.sig
         if sig["alg"] == signing.SHA256:
             if digest.hex() != sig["v"].lower():
                 raise Refusal(Status.INTEGRITY, "SHA-256 of the image does not match sig.v")
             return
-        message = signing.signed_message(t.section.name, t.version or "", t.size, digest)
+        message = signing.signed_message(section.name, version or "", size, digest)
         verdict = signing.verify(self.trusted_keys, sig["alg"], signing.decode_signature(sig["alg"], sig["v"]), message)
         if not verdict.ok:
             raise Refusal(Status.INTEGRITY, verdict.reason)
@@ -464,9 +465,8 @@ class Device:
         if ("blob" in args) and (encoding or keep):
             raise Refusal(Status.BAD_REQUEST, "encoding and keep go with a streamed image (size), not blob")
         if "blob" in args:
+            self._check_integrity(section, size, sig, version, hashlib.sha256(image).digest())  # before writing
             self._abandon("superseded by an inline Update")
-            probe = Transfer(0, cmd.id, b"", section, size, sig, version, slot, 0, size)
-            self._check_integrity(probe, hashlib.sha256(image).digest())  # before any byte is written
             t = self._open_transfer(cmd.id, section, size, sig, version, slot, resume=False)
             self._accept(t, image)
             return self._finish(t), None  # raises Refusal on failure
@@ -647,7 +647,7 @@ class Device:
         """Verify the staged image, then install it; the running image changes only now."""
         digest = self.staging.digest(t.data_offset, t.size)  # read back: what flash holds is checked
         try:
-            self._check_integrity(t, digest)
+            self._check_integrity(t.section, t.size, t.sig, t.version, digest)
         except Refusal:
             self._flash_op(self.staging.clear)
             raise

@@ -16,7 +16,6 @@ import pytest
 from uartupdate.core.envelope import dumps
 from uartupdate.core.framing import FrameDecoder, JsonFrame, ReadyFrame, DataFrame, encode_frame
 from uartupdate.host.client import Client
-from uartupdate.host.errors import DeviceError
 
 BLOCK = 4096
 

@@ -128,6 +128,29 @@ def _check_nesting(obj: Any, src: str | None, depth: int = 0) -> None:
             _check_nesting(v, src, depth + 1)
 
 
+def _lone_surrogate(obj: Any) -> bool:
+    """Does a string (or a member name) hold a lone surrogate, from an escape such as `\\ud800`?
+
+    Such a string is no Unicode text: it cannot be written back as UTF-8 (an answer that echoes
+    it, a version stored in flash), so the envelope counts as not UTF-8 (SPEC 5.3, check 1).
+    """
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_request(payload: bytes) -> Request:
     """Parse a request envelope; raises EnvelopeError when no command can be answered."""
     try:
@@ -140,6 +163,8 @@ def parse_request(payload: bytes) -> Request:
         raise EnvelopeError(Status.BAD_REQUEST, f"JSON nested deeper than {MAX_NESTING} levels") from None
     except ValueError as exc:
         raise EnvelopeError(Status.BAD_REQUEST, f"envelope is not valid JSON: {exc}") from None
+    if "\\u" in text and _lone_surrogate(env):
+        raise EnvelopeError(Status.BAD_REQUEST, "envelope is not valid UTF-8: a \\u escape names a lone surrogate")
     if not isinstance(env, dict):
         raise EnvelopeError(Status.BAD_REQUEST, "envelope must be a JSON object")
     src = env.get("src")
@@ -185,4 +210,6 @@ def parse_response(payload: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(env, dict) or not isinstance(env.get("resp"), list):
         return None
+    if b"\\u" in payload and _lone_surrogate(env):
+        return None  # not text that can be shown or stored: no answer a host can use
     return env

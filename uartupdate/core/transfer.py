@@ -36,6 +36,13 @@ from dataclasses import dataclass
 FAIR = 0.8
 #: Bytes a DATA frame costs besides its data: kind, xfer, offset, CRC, COBS, delimiter.
 FRAME_OVERHEAD = 14
+#: ... and one whose gap-filling pair of copies is lost less often than this (a timeout each).
+SILENT_LOSS = 0.05
+#: An empty DATA frame this far before the end of a burst asks the device where it stands.
+PROBE_BACK = 4
+#: The loss estimate starts as if this many bytes had gone through clean: one early loss is
+#: not yet a noisy line.
+PRIOR = 8192
 #: The loss estimate forgets: its counts halve each time this many bytes have been sent.
 MEMORY = 256 * 1024
 
@@ -57,6 +64,16 @@ class TransferStats:
             self.smallest_chunk = min(self.smallest_chunk or other.smallest_chunk, other.smallest_chunk)
 
 
+@dataclass
+class LineEstimate:
+    """What a line has shown: losses per byte the device judged, round-trip time (decayed)."""
+
+    losses: float = 0.0  # NAKs and timeouts
+    exposure: float = float(PRIOR)  # bytes the device judged: taken, or lost in a frame
+    srtt: float | None = None
+    rttvar: float = 0.0
+
+
 class Sender:
     def __init__(
         self,
@@ -71,6 +88,7 @@ class Sender:
         min_retransmit: float | None = None,
         rtt: float | None = None,
         ack_every: int | None = None,
+        line: LineEstimate | None = None,
     ) -> None:
         if chunk <= 0 or window < chunk:
             raise ValueError("the device advertised a chunk or window the host cannot use")
@@ -92,14 +110,15 @@ class Sender:
         self._high = offset  # highest offset ever sent, to count resent bytes
         self._last_progress = now
         self._repeat = False  # send the next chunk twice
-        self._losses = 0.0  # NAKs and timeouts, decayed
-        self._wire = 0.0  # bytes the device judged (taken, or lost in a frame), decayed alike
+        #: What this line has shown so far; pass the same LineEstimate to the next Sender on the
+        #: line (a resumed or a later transfer) so that it starts from it.
+        self.line = line if line is not None else LineEstimate()
         self._sent: deque[tuple[int, float, bool]] = deque()  # (end offset, when, first time) in flight
-        self._srtt: float | None = None
-        self._rttvar = 0.0
         self.stats = TransferStats(smallest_chunk=chunk)
         if rtt is not None and min_retransmit is not None:
-            self._measure(rtt)  # a first round trip measured by the caller (its request and the READY)
+            self._measure(rtt)  # a round trip measured by the caller (its request and the READY)
+        if self._min_chunk is not None and self.line.losses:
+            self._adapt()
 
     @property
     def done(self) -> bool:
@@ -110,21 +129,21 @@ class Sender:
     def _on_loss(self) -> None:
         if self._min_chunk is None:
             return
-        self._losses += 1
+        self.line.losses += 1
         self._exposed(self.chunk + FRAME_OVERHEAD)  # the frame that was lost
 
     def _exposed(self, nbytes: float) -> None:
         """Bytes the device has judged: clean ones it took, and lost frames."""
-        self._wire += nbytes
-        if self._wire > MEMORY:
-            self._wire /= 2
-            self._losses /= 2
+        self.line.exposure += nbytes
+        if self.line.exposure > MEMORY:
+            self.line.exposure /= 2
+            self.line.losses /= 2
         self._adapt()
 
     def _adapt(self) -> None:
         """Chunk and data in flight for the loss rate seen so far."""
         assert self._min_chunk is not None
-        p = self._losses / max(self._wire, 1.0)
+        p = self.line.losses / max(self.line.exposure, 1.0)
         if p <= 0:
             chunk = self.max_chunk
         else:
@@ -142,6 +161,10 @@ class Sender:
                 delivered[n] = n * survive / (1 - survive) if survive < 1 else float("inf")
             best = max(delivered.values())
             chunk = max(n for n in sizes if delivered[n] >= FAIR * best)
+            # The chunk that fills a gap goes twice; if both copies are lost the device stays
+            # silent (it NAKs a gap once) and only a timeout helps: keep that rare.
+            while chunk > sizes[-1] and 1 - (1 - p) ** (chunk + FRAME_OVERHEAD) > SILENT_LOSS**0.5:
+                chunk = sizes[sizes.index(chunk) + 1]
         self.chunk = chunk
         self.stats.smallest_chunk = min(self.stats.smallest_chunk, chunk)
         expected = p * (self.window + FRAME_OVERHEAD * self.window / chunk)  # losses per window
@@ -155,18 +178,23 @@ class Sender:
                 sample = (now - when) if first else None  # Karn: no sample from a resent chunk
             if sample is not None:
                 self._measure(sample)
-        if self._min_chunk is not None and self._losses:
+            elif self.line.srtt is not None:  # the line works again: no more back-off
+                self.retransmit_after = self._rto()
+        if self._min_chunk is not None:
             self._exposed(advanced * (1 + FRAME_OVERHEAD / self.chunk))
 
     def _measure(self, rtt: float) -> None:
         """RFC 6298, section 2."""
-        if self._srtt is None:
-            self._srtt, self._rttvar = rtt, rtt / 2
+        if self.line.srtt is None:
+            self.line.srtt, self.line.rttvar = rtt, rtt / 2
         else:
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
-            self._srtt = 0.875 * self._srtt + 0.125 * rtt
-        assert self._min_rto is not None
-        self.retransmit_after = min(self._max_rto, max(self._min_rto, self._srtt + 4 * self._rttvar))
+            self.line.rttvar = 0.75 * self.line.rttvar + 0.25 * abs(self.line.srtt - rtt)
+            self.line.srtt = 0.875 * self.line.srtt + 0.125 * rtt
+        self.retransmit_after = self._rto()
+
+    def _rto(self) -> float:
+        assert self._min_rto is not None and self.line.srtt is not None
+        return min(self._max_rto, max(self._min_rto, self.line.srtt + 4 * self.line.rttvar))
 
     def _rewind(self) -> None:
         self.next = self.acked
@@ -220,10 +248,12 @@ class Sender:
             self._high = max(self._high, self.next)
             if self._min_rto is not None:
                 self._sent.append((self.next, now, first))
-        if out and self._losses and self.next > self.acked:
-            # An empty chunk where the next one would start: if the last chunk of this burst
-            # is lost, the device sees a gap and NAKs now, instead of the sender timing out.
-            out.append((self.next, 0))
+        if out and self.line.losses and self.next - PROBE_BACK > self.acked:
+            # An empty chunk just before the end of the burst: a device that holds the whole
+            # burst takes it for a duplicate and acknowledges (even if an ACK of it was lost);
+            # one that lost the end sees a gap and NAKs. Either way the sender hears now,
+            # instead of timing out.
+            out.append((self.next - PROBE_BACK, 0))
             self.stats.frames_sent += 1
         return out
 

@@ -262,6 +262,12 @@ def summary_line(result: UpdateResult, baud: int) -> str:
         text += f", resumed at byte {result.resumed_from}"
     if result.stats.resent_bytes:
         text += f", {result.stats.resent_bytes} bytes resent"
+    noise = [(result.retransmissions, "retransmissions"), (result.stats.naks, "NAKs"),
+             (result.stats.timeouts, "timeouts"), (result.link.crc_errors, "CRC errors")]
+    if result.device_errors is not None:
+        noise.append((result.device_errors["crc_errors"], "CRC errors at the device"))
+    if any(n for n, _ in noise):
+        text += " (" + ", ".join(f"{n} {what}" for n, what in noise) + ")"
     if result.pending:
         text += f"; pending in slot {result.device_result['slot']}: reboot to try it, then confirm"  # type: ignore[index]
     return text
@@ -354,6 +360,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         envelope = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"the envelope is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("the envelope is not valid JSON: nested too deeply") from None
     if not isinstance(envelope, dict):
         raise UsageError("the envelope must be a JSON object")
     with _client(args) as client:

@@ -76,7 +76,7 @@ def _read_sig_file(path: str) -> dict[str, Any]:
         doc = json.loads(Path(path).read_text("utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read signature file {path}: {exc.strerror}") from None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise UsageError(f"{path} is not a signature file (JSON)") from None
     if not (isinstance(doc, dict) and isinstance(doc.get("alg"), str) and isinstance(doc.get("v"), str)):
         raise UsageError(f"{path} is not a signature file: it needs string 'alg' and 'v'")

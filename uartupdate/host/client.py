@@ -29,7 +29,7 @@ from ..core.framing import (
     encode_frame,
 )
 from ..core.methods import method_name
-from ..core.transfer import Sender, TransferStats
+from ..core.transfer import LineEstimate, Sender, TransferStats
 from .errors import DeviceError, ImageError, LinkError, LinkTimeout, UartUpdateError, UsageError
 from .delta import Source, StreamPlan, plan_stream
 from .image import Image, open_image
@@ -187,6 +187,7 @@ class Client:
         self._junk = 0  # bytes received since the last valid frame
         self._junk_errors = 0  # runs of bytes the decoder dropped since the last valid frame
         self._ready_rtt: float | None = None  # seconds from the last Update request to its READY
+        self._line = LineEstimate()  # losses and round trips this line has shown, for every transfer on it
 
     def close(self) -> None:
         if self._connect_baud is not None:  # leave the device at the rate the next session connects at
@@ -474,7 +475,12 @@ class Client:
         stalls = 0
         restarted = False
         while True:
-            first = self._await_ready(frame, cid)
+            try:
+                first = self._await_ready(frame, cid)
+            except LinkTimeout as exc:
+                if resumed_from is None:
+                    raise
+                raise LinkTimeout(f"{exc}; the transfer stalled: run the same update again to resume") from None
             if isinstance(first, dict):  # answered at once: refused, or the image was already staged whole
                 if progress:
                     progress(img.size, img.size)
@@ -523,6 +529,7 @@ class Client:
         sender = Sender(
             img.size, ready.offset, ready.chunk, ready.window, 0.25 + 2 * wire_seconds, now,
             min_chunk=MIN_CHUNK, min_retransmit=0.05 + 2 * ready.chunk * 10 / baud, rtt=self._ready_rtt,
+            line=self._line,
         )
         last_progress = now
         high = ready.offset

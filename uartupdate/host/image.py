@@ -123,7 +123,11 @@ def _fetch(ref: str, timeout: float) -> Path:
     if ref.startswith(("http://", "https://")):
         return _download(ref, timeout)
     path = _local_path(ref)
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (ValueError, OSError):  # a NUL byte, a name too long: no file has it
+        exists = False
+    if not exists:
         raise ImageError(f"image {path} does not exist")
     return path
 
@@ -141,7 +145,7 @@ def _read_metadata(path: Path) -> dict[str, Any] | None:
         return None
     try:
         doc = json.loads(head)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return None
     return doc if isinstance(doc, dict) and "url" in doc else None
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import random
 import signal
 import subprocess
@@ -108,8 +107,8 @@ def run(args: argparse.Namespace, noisy: bool, updates: int, tmp: Path) -> Tally
                                            **({"full": True, "compress": False} if args.full else {}))
             except UartUpdateError as exc:
                 tally.failures[cause(exc)] += 1
-                if os.environ.get("SOAK_DEBUG"):
-                    print(exc, file=sys.stderr)
+                if args.verbose:
+                    print(f"run {tally.runs}: {exc}", file=sys.stderr)
                 continue  # the same image again: it resumes
             finally:
                 tally.seconds += time.monotonic() - started
@@ -150,6 +149,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=2.0, help="the host's --timeout (default 2)")
     parser.add_argument("--retries", type=int, default=2, help="the host's --retries (default 2)")
     parser.add_argument("--pty", action="store_true", help="a paced PTY emulator instead of emu://")
+    parser.add_argument("--verbose", "-v", action="store_true", help="print each failure's error line")
     parser.add_argument("--full", action="store_true",
                         help="plain streamed updates: no block digests, no deflate (update --full --no-compress)")
     parser.add_argument("--baud", type=int, default=921600, help="line rate (the PTY's pace; emu:// timers)")

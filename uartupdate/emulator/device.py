@@ -95,6 +95,8 @@ class Device:
         self.stats = {"frames": 0, "frame_errors": 0, "crc_errors": 0}
         self._outbox = bytearray()  # answers produced out of turn (a superseded transfer's)
         self._reboot_requested = False
+        #: (binding, result) of the last streamed Update that succeeded, to repeat a lost answer.
+        self._finished: tuple[bytes, Any] | None = None
         #: Set by Sys.SetBaud for the endpoint that owns the line (it switches, then clears it).
         self.requested_baud: int | None = None
         self.trusted_keys = [signing.load_public_key(pem) for pem in profile.trusted_keys]
@@ -112,6 +114,7 @@ class Device:
         while True:
             self.decoder = FrameDecoder(self.profile.max_frame)
             self.transfer = None
+            self._finished = None
             self._outbox.clear()
             try:
                 self.meta = self._boot()
@@ -471,6 +474,8 @@ class Device:
             self._accept(t, image)
             return self._finish(t), None  # raises Refusal on failure
         key = self._transfer_key(section, size, sig, version, slot)
+        if self.transfer is None and self._finished is not None and self._finished[0] == key:
+            return self._finished[1], None  # its answer was lost: say it again, write nothing
         if self.transfer is not None and self.transfer.key == key:
             t = self.transfer  # the host repeated the command: a new session from the last whole sector
             t.cmd_id, t.frame, t.nak_sent = cmd.id, frame, False
@@ -560,8 +565,10 @@ class Device:
         if t is None or f.xfer != t.xfer:
             return b""  # a stale transfer's chunk: nothing to say
         if f.offset != t.stream_offset:
-            if f.offset > t.stream_offset and not t.nak_sent:
-                t.nak_sent = True  # one NAK per gap, or every chunk in flight would rewind the host
+            if f.offset > t.stream_offset and (not t.nak_sent or not f.data):
+                # One NAK per gap, or every chunk in flight would rewind the host; an empty
+                # DATA (the host's probe after a burst) always learns where the gap is.
+                t.nak_sent = True
                 t.acked = t.stream_offset
                 return encode_frame(AckFrame(t.xfer, t.stream_offset, nak=True))
             if f.offset < t.stream_offset:
@@ -696,6 +703,7 @@ class Device:
         """Answer the Update that opened `t`, then the rest of its frame."""
         if self.transfer is t:
             self.transfer = None
+        self._finished = (t.key, result) if status == Status.OK else None
         frame = t.frame
         if frame is None:
             return b""

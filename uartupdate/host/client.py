@@ -44,6 +44,7 @@ if "uartupdate.emulator" not in serial.protocol_handler_packages:
     serial.protocol_handler_packages.append("uartupdate.emulator")
 
 DEFAULT_SRC = "uartupdate"
+DIGEST_PAGE = 128  # block digests per BlockDigests answer: ~1.4 KiB, likely to cross a noisy line
 BAUD_FALLBACK_SECONDS = 2.5  # a little over the device's 2 s (SPEC: Sys.SetBaud)
 LIST_SECTIONS = "/v1/SWUpdate.ListSections"
 UPDATE = "/v1/SWUpdate.Update"
@@ -354,7 +355,9 @@ class Client:
         """The 8-byte digest of every block of the image `section` runs (SWUpdate.BlockDigests)."""
         out: list[bytes] = []
         while True:
-            page = self.command("/v1/SWUpdate.BlockDigests", {"section": section, "offset": len(out)})
+            page = self.command(
+                "/v1/SWUpdate.BlockDigests", {"section": section, "offset": len(out), "count": DIGEST_PAGE}
+            )
             raw = base64.b64decode(page["digests"])
             out += [raw[i : i + 8] for i in range(0, len(raw), 8)]
             if not raw or len(out) >= page["total"]:
@@ -426,9 +429,12 @@ class Client:
                 args["resume"] = False
             plan = None
             if not full or compress:
-                info = self.device_info()
-                digests = None if full or not info else (lambda: self.block_digests(section))
-                plan = plan_stream(img, info, digests, compress)
+                try:
+                    info = self.device_info()
+                    digests = None if full or not info else (lambda: self.block_digests(section))
+                    plan = plan_stream(img, info, digests, compress)
+                except LinkTimeout:  # a lost answer must not cost the update: send it all, plainly
+                    plan = None
                 args.update(plan.args() if plan else {})
             cid = self.new_id()
             request = env.request(self.src, self.dst, key=self.key, cmds=[env.command(UPDATE, cid, args)])

@@ -90,8 +90,7 @@ def update_one(
         with connect(port) as client:
             if before is not None:
                 before(client)
-            result = client.update(section, img, version, progress=progress, inline=inline, resume=resume,
-                                   **({"force": True} if force else {}))
+            result = client.update(section, img, version, progress=progress, inline=inline, resume=resume, force=force)
             if after is not None:
                 after(client)
         return BoardResult(port, True, result.seconds, result.size, result=result)

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -24,23 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from uartupdate.host.client import Client
+from uartupdate.host.emuproc import EmulatorProcess
 from uartupdate.host.image import Image, open_image
 
 MICROPYTHON = Path(__file__).resolve().parent.parent / "tests" / "data" / "microbit-micropython-1.0.1.hex"
 
 
-class Emulator:
-    def __init__(self, tmp: str, baud: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uartupdate", "emulate", "--flash", str(Path(tmp, "flash.bin")),
-             "--baud", str(baud), "--latency-ms", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        self.port = self.proc.stdout.readline().split()[1]  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(10)
+def start_emulator(tmp: str, baud: int) -> EmulatorProcess:
+    emu = EmulatorProcess(Path(tmp, "flash.bin"), baud=baud, latency_ms=2, workdir=tmp)
+    emu.start()
+    return emu
 
 
 def timed_update(port: str, image: Image, connect: int, goal: int, **kwargs: Any) -> dict[str, float]:
@@ -78,7 +68,7 @@ def main() -> None:
           f"(target: x line >= {0.95 / ratio:.2f} at {baud} baud); 2 ms one-way latency")
     print(f"{'case':<34} {'image B':>9} {'baud':>15} {'host->dev':>10} {'seconds':>8} {'x line':>7} {'CPU s/MiB':>8}")
     with tempfile.TemporaryDirectory() as tmp:
-        emu = Emulator(tmp, baud)
+        emu = start_emulator(tmp, baud)
         try:
             row("real firmware, plain", firmware, baud, baud,
                 timed_update(emu.port, firmware, baud, baud, version="1", full=True, compress=False))
@@ -102,14 +92,14 @@ def main() -> None:
                   f"{plain['seconds'] / delta['seconds']:.0f}x faster; random with deflate allowed: "
                   f"{auto['seconds'] / plain['seconds'] - 1:+.1%} time")
         finally:
-            emu.close()
+            emu.stop()
         for goal in (921600, 3000000):
-            emu = Emulator(tmp, 115200)
+            emu = start_emulator(tmp, 115200)
             try:
                 row("real firmware, switch + deflate", firmware, 115200, goal,
                     timed_update(emu.port, firmware, 115200, goal, version=f"s{goal}", full=True))
             finally:
-                emu.close()
+                emu.stop()
 
 
 if __name__ == "__main__":

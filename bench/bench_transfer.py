@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from uartupdate.host.client import Client
+from uartupdate.host.emuproc import EmulatorProcess
 from uartupdate.host.image import Image
 
 
@@ -35,22 +33,16 @@ def run(baud: int, latency_ms: float, size: int, profile: str | None) -> dict[st
     with tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp, "image.bin")
         image_path.write_bytes(os.urandom(size))
-        cmd = [sys.executable, "-m", "uartupdate", "emulate", "--flash", str(Path(tmp, "flash.bin")),
-               "--baud", str(baud), "--latency-ms", str(latency_ms)]
-        if profile:
-            cmd += ["--profile", profile]
-        emu = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        emu = EmulatorProcess(Path(tmp, "flash.bin"), profile=profile, baud=baud, latency_ms=latency_ms, workdir=tmp)
         try:
-            port = emu.stdout.readline().split()[1]  # type: ignore[union-attr]
-            with Client(port, baud=baud, timeout=10) as client:
+            with Client(emu.start(), baud=baud, timeout=10) as client:
                 image = Image.from_file(image_path)
                 cpu0 = time.process_time()
                 result = client.update("firmware", image, "bench")
                 cpu = time.process_time() - cpu0
-            emu_rss = peak_rss_kib(emu.pid)
+            emu_rss = peak_rss_kib(emu.proc.pid)  # type: ignore[union-attr]
         finally:
-            emu.send_signal(signal.SIGTERM)
-            emu.wait(10)
+            emu.stop()
     line_rate = baud / 10
     return {
         "baud": baud,

@@ -14,6 +14,7 @@ import time
 import tty
 
 import serial
+from spec_examples import spec_example
 
 ADDRESS = "//api.cesanta.com/device_123"
 FACTORY_SECTIONS = [
@@ -23,66 +24,11 @@ FACTORY_SECTIONS = [
 ]
 
 # The spec's four example envelopes, copied verbatim.
-SPEC_LIST_REQUEST = """{
-  "v": 1,
-  "src": "//api.cesanta.com/user_123",
-  "dst": "//api.cesanta.com/device_123",
-  "cmds": [
-    {
-      "cmd": "/v1/SWUpdate.ListSections",
-      "id": 123
-    }
-  ]
-}
-"""
-SPEC_LIST_RESPONSE = """{
-  "v": 1,
-  "src": "//api.cesanta.com/device_123",
-  "dst": "//api.cesanta.com/user_123",
-  "resp": [
-    {
-      "id": 123,
-      "status": 0,
-      "resp": [
-        {
-          "section": "firmware",
-          "version": "1234",
-          "writable": true
-        }
-      ]
-    }
-  ]
-}
-"""
-SPEC_UPDATE_REQUEST = """{
-  "v": 1,
-  "src": "//api.cesanta.com/user_123",
-  "dst": "//api.cesanta.com/device_123",
-  "cmds": [
-    {
-      "cmd": "/v1/SWUpdate.Update",
-      "id": 123,
-      "args": {
-        "blob_url": "https://my.server/fw/123/metadata.json",
-        "section": "firmware",
-        "version": "123"
-      }
-    }
-  ]
-}
-"""
-SPEC_UPDATE_RESPONSE = """{
-  "v": 1,
-  "src": "//api.cesanta.com/device_123",
-  "dst": "//api.cesanta.com/user_123",
-  "resp": [
-    {
-      "id": 123,
-      "status": 0
-    }
-  ]
-}
-"""
+# The spec's examples, as written there (indented JSON text, as a user pastes it).
+SPEC_LIST_REQUEST = json.dumps(spec_example("list_sections_request"), indent=2)
+SPEC_LIST_RESPONSE = json.dumps(spec_example("list_sections_response"), indent=2)
+SPEC_UPDATE_REQUEST = json.dumps(spec_example("update_request"), indent=2)
+SPEC_UPDATE_RESPONSE = json.dumps(spec_example("update_response"), indent=2)
 
 
 def ok(proc) -> str:

@@ -28,35 +28,15 @@ from uartupdate.emulator.device import Device
 from uartupdate.emulator.storage import MetadataStore
 from uartupdate.host.client import Client
 from uartupdate.host.errors import DeviceError
+from spec_examples import spec_example
 
 ADDRESS = "//api.cesanta.com/device_123"
 SRC = "//tests/host"
 UPDATE = "/v1/SWUpdate.Update"
 LIST = "/v1/SWUpdate.ListSections"
 
-#: The ListSections response example of the spec, verbatim.
-SPEC_LIST_RESPONSE = json.loads(
-    """
-{
-  "v": 1,
-  "src": "//api.cesanta.com/device_123",
-  "dst": "//api.cesanta.com/user_123",
-  "resp": [
-    {
-      "id": 123,
-      "status": 0,
-      "resp": [
-        {
-          "section": "firmware",
-          "version": "1234",
-          "writable": true
-        }
-      ]
-    }
-  ]
-}
-"""
-)
+#: The ListSections response example of the spec.
+SPEC_LIST_RESPONSE = spec_example("list_sections_response")
 
 FACTORY_SECTIONS = [
     {"section": "bootloader", "version": "1.0.0", "writable": False},

@@ -5,9 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import signal
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pytest
 from uartupdate.core.envelope import dumps
 from uartupdate.core.framing import FrameDecoder, JsonFrame, ReadyFrame, DataFrame, encode_frame
 from uartupdate.host.client import Client
+from uartupdate.host.emuproc import EmulatorProcess
 
 BLOCK = 4096
 
@@ -138,12 +136,9 @@ def test_bad_encoding_keep_map_or_deflate_stream_change_nothing(tmp_path: Path) 
 
 
 def test_baud_switch_on_a_paced_line_and_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "uartupdate", "emulate", "--baud", "115200", "--flash", str(tmp_path / "f.bin")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
+    emu = EmulatorProcess(tmp_path / "f.bin", baud=115200, workdir=tmp_path)
     try:
-        port = emu.stdout.readline().split()[1]  # type: ignore[union-attr]
+        port = emu.start()
         data = os.urandom(64 * 1024)
         with Client(port, baud=115200) as dev:
             assert dev.switch_baud(921600)
@@ -157,5 +152,4 @@ def test_baud_switch_on_a_paced_line_and_fallback(tmp_path: Path, monkeypatch: p
             assert dev.switch_baud(921600) is False
             assert dev.list_sections()[2]["version"] == "2"  # both ends back at 115200
     finally:
-        emu.send_signal(signal.SIGTERM)
-        assert emu.wait(10) == 0
+        assert emu.stop() == 0

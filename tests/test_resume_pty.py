@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from uartupdate.emulator.profile import load_profile
+from uartupdate.host.emuproc import EmulatorProcess
 
 BAUD = "921600"
 IMAGE_SIZE = 320 * 1024  # ~3.5 s at 921600 baud
 
 
-def start_emulator(flash: Path) -> tuple[subprocess.Popen[str], str]:
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "uartupdate", "emulate", "--flash", str(flash), "--baud", BAUD, "--latency-ms", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = emu.stdout.readline()  # type: ignore[union-attr]
-    assert line.startswith("PORT "), line
-    return emu, line.split()[1]
+def start_emulator(flash: Path) -> tuple[EmulatorProcess, str]:
+    emu = EmulatorProcess(flash, baud=int(BAUD), latency_ms=2, workdir=flash.parent)
+    return emu, emu.start()
 
 
 def update_cmd(port: str, image: Path) -> list[str]:
@@ -43,7 +36,7 @@ def firmware_bytes(flash: Path, size: int) -> bytes:
 def kill_after(proc: subprocess.Popen[str], seconds: float) -> None:
     time.sleep(seconds)
     assert proc.poll() is None, "the transfer ended before it could be interrupted"
-    proc.send_signal(signal.SIGKILL)
+    proc.kill()
     proc.wait(10)
 
 
@@ -60,8 +53,7 @@ def test_host_killed_mid_transfer_then_same_update_resumes(tmp_path: Path) -> No
         assert 0 < result["resumed_from"] < IMAGE_SIZE
         assert result["wire_bytes_out"] < IMAGE_SIZE  # only the rest crossed the wire
     finally:
-        emu.send_signal(signal.SIGTERM)
-        assert emu.wait(10) == 0
+        assert emu.stop() == 0
     assert firmware_bytes(flash, IMAGE_SIZE) == image.read_bytes()
 
 
@@ -72,7 +64,9 @@ def test_device_killed_mid_transfer_resumes_after_power_up(tmp_path: Path) -> No
     before = firmware_bytes(flash, IMAGE_SIZE)
     host = subprocess.Popen(update_cmd(port, image), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        kill_after(emu, 1.5)  # the board loses power mid-transfer
+        time.sleep(1.5)
+        assert host.poll() is None, "the transfer ended before it could be interrupted"
+        emu.power_cut()  # the board loses power mid-transfer
         _, err = host.communicate(timeout=30)
         assert host.returncode == 3, err  # a link error, not a traceback
         assert err.count("\n") == 1 and "Traceback" not in err
@@ -90,6 +84,5 @@ def test_device_killed_mid_transfer_resumes_after_power_up(tmp_path: Path) -> No
         )
         assert {"section": "firmware", "version": "9.9", "writable": True} in json.loads(listing.stdout)
     finally:
-        emu.send_signal(signal.SIGTERM)
-        assert emu.wait(10) == 0
+        assert emu.stop() == 0
     assert firmware_bytes(flash, IMAGE_SIZE) == image.read_bytes()

@@ -17,6 +17,7 @@ import pytest
 
 from uartupdate.emulator.storage import flash_digest
 from uartupdate.host.client import Client
+from uartupdate.host.emuproc import EmulatorProcess
 from uartupdate.host.errors import DeviceError
 from uartupdate.images import signing
 
@@ -36,22 +37,15 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def emulate(tmp_path: Path) -> Iterator[Callable[[str], str]]:
     """Start `uartupdate emulate --profile P` on a PTY (one power-up for the whole test); its port."""
-    running: list[subprocess.Popen[str]] = []
+    running: list[EmulatorProcess] = []
 
     def start(profile: str) -> str:
-        emu = subprocess.Popen(
-            [sys.executable, "-m", "uartupdate", "emulate", "--profile", profile, "--flash", str(tmp_path / "f.bin")],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        running.append(emu)
-        line = emu.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("PORT "), line
-        return line.split()[1]
+        running.append(EmulatorProcess(tmp_path / "f.bin", profile=profile, workdir=tmp_path))
+        return running[-1].start()
 
     yield start
     for emu in running:
-        emu.terminate()
-        assert emu.wait(10) == 0
+        assert emu.stop() == 0
 
 
 def make_key(tmp: Path, key_type: str, maker: str) -> Path:

@@ -9,7 +9,7 @@ import itertools
 import os
 import select
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 import serial
@@ -48,7 +48,6 @@ DIGEST_PAGE = 128  # block digests per BlockDigests answer: ~1.4 KiB, likely to 
 BAUD_FALLBACK_SECONDS = 2.5  # a little over the device's 2 s (SPEC: Sys.SetBaud)
 LIST_SECTIONS = "/v1/SWUpdate.ListSections"
 UPDATE = "/v1/SWUpdate.Update"
-STATUS = "/v1/SWUpdate.Status"
 
 Progress = Callable[[int, int], None]
 
@@ -81,10 +80,10 @@ class LinkStats:
     retries: int = 0  # requests sent again for want of an answer
 
     def since(self, before: LinkStats) -> LinkStats:
-        return LinkStats(*(getattr(self, f) - getattr(before, f) for f in ("crc_errors", "frame_errors", "retries")))
+        return LinkStats(*(getattr(self, f.name) - getattr(before, f.name) for f in fields(self)))
 
     def copy(self) -> LinkStats:
-        return LinkStats(self.crc_errors, self.frame_errors, self.retries)
+        return replace(self)
 
 
 #: Bytes without one valid frame after which the host calls the device's output garbage: more
@@ -471,9 +470,8 @@ class Client:
 
         When the stream stalls (nothing acknowledged for the timeout, after retransmissions),
         the host asks again with the same request (SPEC 9): the device answers with a READY
-        where it stands, and streaming goes on. When every byte has gone out but the answer
-        does not come, the host first asks the device's Status whether the image is in
-        place (a lost answer), before it sends the image again.
+        where it stands and streaming goes on, or, when its answer to a finished transfer was
+        lost, with that answer again.
         """
         frame = JsonFrame(env.dumps(request))
         total = TransferStats()
@@ -506,7 +504,7 @@ class Client:
             if resumed_from is None:
                 resumed_from = ready.offset
             source = plan.stream_from(ready.offset) if plan is not None else img
-            answer, sender, sent_all = self._send_image(ready, cid, source, progress)
+            answer, sender = self._send_image(ready, cid, source, progress)
             total.add(sender.stats)
             if answer is not None:
                 return answer, total, resumed_from
@@ -514,10 +512,7 @@ class Client:
             waiting = (
                 "the answer after the last byte" if sender.done else f"acknowledgement of byte {sender.acked}"
             )
-            if sent_all:  # the device may have taken it all and its answer been lost
-                answer = self._installed(cid, args, img)
-                if answer is not None:
-                    return answer, total, resumed_from
+            # Asking again is safe: a device whose answer was lost answers the same Update again (SPEC 8.1).
             if stalls > self.retries:
                 raise LinkTimeout(
                     f"{self.name}: no {waiting} for {self.timeout:g} s, {stalls} times; "
@@ -527,8 +522,8 @@ class Client:
 
     def _send_image(
         self, ready: ReadyFrame, cid: int, img: Source, progress: Progress | None
-    ) -> tuple[dict[str, Any] | None, Sender, bool]:
-        """Stream from READY on: (the answer, or None when the stream stalled; the sender; every byte sent)."""
+    ) -> tuple[dict[str, Any] | None, Sender]:
+        """Stream from READY on: (the answer, or None when the stream stalled; the sender)."""
         now = time.monotonic()
         baud = max(1, getattr(self.port, "baudrate", 115200) or 115200)
         wire_seconds = ready.window * 10 / baud
@@ -538,13 +533,11 @@ class Client:
             line=self._line,
         )
         last_progress = now
-        high = ready.offset
         while True:
             now = time.monotonic()
             chunks = sender.poll(now)
             if chunks:
                 self._write(*(DataFrame(ready.xfer, off, img.read(off, n)) for off, n in chunks))
-                high = max(high, chunks[-1][0] + chunks[-1][1])
             awaiting = "the answer to Update" if sender.done else f"acknowledgement of byte {sender.acked}"
             got = self._receive(now + self.timeout if sender.done else sender.deadline(), awaiting)
             now = time.monotonic()
@@ -558,45 +551,11 @@ class Client:
             elif got is not None:
                 answer = self._response_for(got, {cid})
                 if answer is not None:
-                    return answer, sender, high >= img.size
+                    return answer, sender
             if now - last_progress > self.timeout + sender.retransmit_after:  # at least one resend first
-                return None, sender, high >= img.size
+                return None, sender
 
-    def _installed(self, cid: int, args: dict[str, Any], img: Image) -> dict[str, Any] | None:
-        """After a lost answer: the Update's answer, or one made from Status when the image is in place.
 
-        The device serves one frame at a time, so by the time Status is answered any answer to
-        the Update has been sent; Status says whether the section (or its pending slot) now
-        holds this image. None when it does not, or the device does not know Status.
-        """
-        sid = self.new_id()
-        probe = env.request(self.src, self.dst, key=self.key, cmds=[env.command(STATUS, sid)])
-        try:
-            resp = self._exchange(JsonFrame(env.dumps(probe)), {sid, cid}, self.timeout, "the answer to Status")
-        except LinkTimeout:
-            return None
-        answers = {a.get("id"): a for a in resp["resp"] if isinstance(a, dict)}
-        if cid in answers:
-            return resp
-        status = answers.get(sid) or answers.get(env.FRAME_ID)
-        if not status or status.get("status") != 0 or not isinstance(status.get("resp"), list):
-            return None
-        version = args.get("version")
-        for section in status["resp"]:
-            if not isinstance(section, dict) or section.get("section") != args["section"]:
-                continue
-            for slot in section.get("slots") or []:
-                if (
-                    isinstance(slot, dict)
-                    and slot.get("sha256") == img.sha256.hex()
-                    and slot.get("size") == img.size
-                    and (version is None or slot.get("version") == version)
-                ):
-                    result: dict[str, Any] | None = None
-                    if section.get("pending") is not None:
-                        result = {"slot": slot.get("slot"), "pending": section.get("pending") == slot.get("slot")}
-                    return env.response(str(resp.get("src", "")), self.src, [env.answer(cid, result=result)])
-        return None
     def call_with_blob_url(
         self,
         envelope: dict[str, Any],

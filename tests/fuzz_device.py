@@ -71,8 +71,10 @@ def run_device(chunks: list[bytes]) -> Outcome:
         decoder = FrameDecoder(max_frame=1 << 20)
         outcome = Outcome()
         updates: dict[Any, tuple[str, str]] = {}  # command id -> (section, sig.v) of each Update seen
+        sent = b""
         for chunk in chunks:
-            for cmd in _commands_in(chunk):
+            sent += chunk  # a frame may span chunks: look for requests in all that was sent
+            for cmd in _commands_in(sent):
                 if isinstance(cmd, dict) and str(cmd.get("cmd", "")).endswith("SWUpdate.Update") and cmd.get("id", 0) in range(1000, 1078):
                     args = cmd.get("args") if isinstance(cmd.get("args"), dict) else {}
                     sig = args.get("sig") if isinstance(args.get("sig"), dict) else {}
@@ -80,6 +82,7 @@ def run_device(chunks: list[bytes]) -> Outcome:
             out = device.receive(chunk)
             assert isinstance(out, bytes)
             assert len(device.decoder._buf) <= device.decoder._max_encoded
+            installed: dict[str, tuple[str, dict[str, Any]]] = {}  # section -> its last accepted Update now
             for item in decoder.feed(out):
                 assert not isinstance(item, FrameError), f"the device sent a broken frame: {item}"
                 assert isinstance(item, (JsonFrame, AckFrame, ReadyFrame)), item
@@ -87,7 +90,9 @@ def run_device(chunks: list[bytes]) -> Outcome:
                 if isinstance(item, ReadyFrame):
                     outcome.accepted = True
                 if isinstance(item, JsonFrame):
-                    _check_response(item.payload, updates, outcome, device)
+                    installed.update(_check_response(item.payload, updates, outcome, device))
+            for section, (digest, answer) in installed.items():  # later ones in one chunk overwrite earlier
+                _check_installed(device, section, digest, answer)
         if not outcome.accepted:
             assert device.flash.read(0, device.flash.size) == before, "the flash changed without an accepted Update"
         return outcome
@@ -113,23 +118,32 @@ def _commands_in(chunk: bytes) -> list[Any]:
     return found
 
 
-def _check_response(payload: bytes, updates: dict[Any, tuple[str, str]], outcome: Outcome, device: Any) -> None:
+def _check_response(
+    payload: bytes, updates: dict[Any, tuple[str, str]], outcome: Outcome, device: Any
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Check an answer's form; the accepted Updates in it: section -> (sig.v, answer)."""
     env = json.loads(payload)  # the device's own text: must be JSON
     assert isinstance(env, dict) and env.get("v") == 1 and env.get("src") == device.address, env
     assert isinstance(env.get("resp"), list) and env["resp"], env
+    accepted: dict[str, tuple[str, dict[str, Any]]] = {}
     for answer in env["resp"]:
         assert isinstance(answer.get("id"), int) and answer.get("status") in STATUSES, answer
         assert (answer["status"] == 0) == ("status_msg" not in answer), answer
         if answer["status"] == 0 and answer["id"] in updates:
             outcome.accepted = True
             section, digest = updates[answer["id"]]
-            image = IMAGES.get(digest)
-            spec = device.profile.section(section)
-            result = answer.get("resp") if isinstance(answer.get("resp"), dict) else {}
-            if image is not None and spec is not None and not result.get("unchanged"):
-                slot = answer["resp"].get("slot", 0) if isinstance(answer.get("resp"), dict) else 0
-                offset = spec.slot_offset(slot) if getattr(spec, "dual_slot", False) else spec.offset
-                assert device.flash.read(offset, len(image)) == image, "installed bytes differ from the image"
+            accepted[section] = (digest, answer)
+    return accepted
+
+
+def _check_installed(device: Any, section: str, digest: str, answer: dict[str, Any]) -> None:
+    image = IMAGES.get(digest)
+    spec = device.profile.section(section)
+    result = answer.get("resp") if isinstance(answer.get("resp"), dict) else {}
+    if image is not None and spec is not None and not result.get("unchanged"):
+        slot = result.get("slot", 0)
+        offset = spec.slot_offset(slot) if getattr(spec, "dual_slot", False) else spec.offset
+        assert device.flash.read(offset, len(image)) == image, "installed bytes differ from the image"
 
 
 # ---------------------------------------------------------------- inputs
